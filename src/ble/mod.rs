@@ -1,0 +1,467 @@
+//! The btleplug transport: the only code that names btleplug. Finds, connects, discovers,
+//! subscribes, writes, reads, with a timeout on every await; turns btleplug errors into
+//! [`LinkError`]s with a hint.
+//!
+//! btleplug behaviour designed around (see shared/notes/ble-testing.md):
+//! - devices BlueZ already knows appear in `peripherals()` without a scan: scan only when the
+//!   address is missing, bounded, and never while another scan of ours runs;
+//! - connect/discover can hang: every call has our own timeout;
+//! - after every reconnect services are discovered and notifications subscribed again;
+//! - a link drop arrives as `CentralEvent::DeviceDisconnected`; we watch for it so a reply wait
+//!   ends at once instead of at its timeout.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use btleplug::api::{
+    BDAddr, Central, CentralEvent, CharPropFlags, Characteristic, Manager as _, Peripheral as _,
+    PeripheralProperties, ScanFilter, ValueNotification, WriteType,
+};
+use btleplug::platform::{Adapter, Manager, Peripheral, PeripheralId};
+use futures::{FutureExt, Stream, StreamExt};
+use tokio::sync::{Mutex, broadcast};
+
+use crate::device::{DeviceSpec, Link, LinkError};
+use crate::protocol::{jbd, powermon};
+use crate::reading::DeviceKind;
+
+/// Longest we wait for BlueZ to find a device it does not know yet.
+const SCAN_BOUND: Duration = Duration::from_secs(15);
+/// How often we look at the peripheral list while scanning.
+const SCAN_POLL: Duration = Duration::from_millis(250);
+/// Connecting takes longer than a reply on real hardware; never bound it below this.
+const MIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on a disconnect at shutdown.
+const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+type Notifications = Pin<Box<dyn Stream<Item = ValueNotification> + Send>>;
+/// btleplug's stream is Send but not Sync; the link is shared by reference across awaits, so
+/// the stream sits in a Mutex we only ever reach through `get_mut` (no locking).
+type SharedNotifications = std::sync::Mutex<Notifications>;
+
+fn bt_err(e: btleplug::Error) -> LinkError {
+    LinkError::Bluetooth(e.to_string())
+}
+
+/// Runs a BlueZ call with a bound; a timeout becomes [`LinkError::Timeout`].
+async fn bounded<T>(
+    what: &'static str,
+    after: Duration,
+    fut: impl Future<Output = btleplug::Result<T>>,
+) -> Result<T, LinkError> {
+    match tokio::time::timeout(after, fut).await {
+        Ok(r) => r.map_err(bt_err),
+        Err(_) => Err(LinkError::Timeout { what, after }),
+    }
+}
+
+/// The Bluetooth side of the process: the adapters, one scan at a time, and the stream of
+/// disconnect events fanned out to the links.
+pub struct Bluetooth {
+    adapters: Vec<(String, Adapter)>,
+    scan_lock: Arc<Mutex<()>>,
+    disconnects: broadcast::Sender<PeripheralId>,
+}
+
+impl Bluetooth {
+    /// Connects to BlueZ over D-Bus (the system bus, or `DBUS_SYSTEM_BUS_ADDRESS`).
+    pub async fn open() -> anyhow::Result<Self> {
+        let bound = Duration::from_secs(10);
+        let manager = bounded("opening BlueZ", bound, Manager::new())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}. Hint: is bluetoothd running, and may this user use it (group `bluetooth`)?"))?;
+        let list = bounded("listing adapters", bound, manager.adapters()).await?;
+        if list.is_empty() {
+            anyhow::bail!(
+                "no Bluetooth adapter found. Hint: `bluetoothctl list` should show one; is it powered (`rfkill list`)?"
+            );
+        }
+        let (disconnects, _) = broadcast::channel(64);
+        let mut adapters = Vec::new();
+        for adapter in list {
+            let info = bounded("reading adapter info", bound, adapter.adapter_info())
+                .await
+                .unwrap_or_default();
+            let name = info.split_whitespace().next().unwrap_or("").to_string();
+            let mut events =
+                bounded("subscribing to adapter events", bound, adapter.events()).await?;
+            let tx = disconnects.clone();
+            tokio::spawn(async move {
+                while let Some(ev) = events.next().await {
+                    if let CentralEvent::DeviceDisconnected(id) = ev {
+                        let _ = tx.send(id);
+                    }
+                }
+            });
+            adapters.push((name, adapter));
+        }
+        Ok(Bluetooth {
+            adapters,
+            scan_lock: Arc::new(Mutex::new(())),
+            disconnects,
+        })
+    }
+
+    fn adapter(&self, name: Option<&str>) -> anyhow::Result<Adapter> {
+        match name {
+            None => Ok(self.adapters[0].1.clone()),
+            Some(n) => self
+                .adapters
+                .iter()
+                .find(|(a, _)| a == n)
+                .map(|(_, a)| a.clone())
+                .ok_or_else(|| {
+                    let have: Vec<_> = self.adapters.iter().map(|(a, _)| a.as_str()).collect();
+                    anyhow::anyhow!("adapter {n:?} not found; this machine has {have:?}")
+                }),
+        }
+    }
+
+    /// A link for one configured device (not connected yet).
+    pub async fn link(&self, spec: &DeviceSpec) -> anyhow::Result<BleLink> {
+        let address: BDAddr = spec
+            .address
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{}: bad address {}: {e}", spec.name, spec.address))?;
+        Ok(BleLink {
+            adapter: self.adapter(spec.adapter.as_deref())?,
+            scan_lock: self.scan_lock.clone(),
+            disconnects: self.disconnects.subscribe(),
+            address,
+            kind: spec.kind,
+            timeout: spec.timeout,
+            conn: None,
+        })
+    }
+}
+
+/// What one connection has: the peripheral, its characteristics, its notification stream.
+struct Connection {
+    peripheral: Peripheral,
+    /// JBD: notify and write characteristics and how to write.
+    notify: Option<Characteristic>,
+    write: Option<(Characteristic, WriteType)>,
+    notifications: Option<SharedNotifications>,
+    /// PowerMon: the record characteristic.
+    record: Option<Characteristic>,
+    lost: bool,
+}
+
+/// A link to one device over BlueZ.
+pub struct BleLink {
+    adapter: Adapter,
+    scan_lock: Arc<Mutex<()>>,
+    disconnects: broadcast::Receiver<PeripheralId>,
+    address: BDAddr,
+    kind: DeviceKind,
+    timeout: Duration,
+    conn: Option<Connection>,
+}
+
+impl BleLink {
+    async fn known_peripheral(&self) -> Result<Option<Peripheral>, LinkError> {
+        let list = bounded("listing devices", self.timeout, self.adapter.peripherals()).await?;
+        Ok(list.into_iter().find(|p| p.address() == self.address))
+    }
+
+    /// Finds the peripheral, scanning (bounded, one scan at a time) only if BlueZ does not
+    /// know it yet.
+    async fn find(&self) -> Result<Peripheral, LinkError> {
+        if let Some(p) = self.known_peripheral().await? {
+            return Ok(p);
+        }
+        let _scan = self.scan_lock.lock().await;
+        // Another device's scan may have found it meanwhile.
+        if let Some(p) = self.known_peripheral().await? {
+            return Ok(p);
+        }
+        log::debug!("{}: not known to BlueZ yet; scanning", self.address);
+        let started = bounded(
+            "starting a scan",
+            self.timeout,
+            self.adapter.start_scan(ScanFilter::default()),
+        )
+        .await;
+        if let Err(e) = &started {
+            // InProgress: someone else (bluetoothctl?) is scanning; their results serve us too.
+            log::debug!("start_scan: {e}");
+        }
+        let deadline = tokio::time::Instant::now() + SCAN_BOUND;
+        let found = loop {
+            if let Some(p) = self.known_peripheral().await? {
+                break Some(p);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break None;
+            }
+            tokio::time::sleep(SCAN_POLL).await;
+        };
+        if started.is_ok() {
+            let _ = bounded("stopping the scan", self.timeout, self.adapter.stop_scan()).await;
+        }
+        found.ok_or(LinkError::NotFound)
+    }
+
+    fn connect_timeout(&self) -> Duration {
+        self.timeout.max(MIN_CONNECT_TIMEOUT)
+    }
+
+    async fn open(&self) -> Result<Connection, LinkError> {
+        let peripheral = self.find().await?;
+        let t = self.connect_timeout();
+        if !bounded("connection check", t, peripheral.is_connected()).await? {
+            bounded("connect", t, peripheral.connect()).await?;
+        }
+        bounded("service discovery", t, peripheral.discover_services()).await?;
+        let chars = peripheral.characteristics();
+        let find = |uuid| chars.iter().find(|c| c.uuid == uuid).cloned();
+        let mut conn = Connection {
+            peripheral: peripheral.clone(),
+            notify: None,
+            write: None,
+            notifications: None,
+            record: None,
+            lost: false,
+        };
+        match self.kind {
+            DeviceKind::Jbd => {
+                let (notify, write) = match (find(jbd::NOTIFY_UUID), find(jbd::WRITE_UUID)) {
+                    (Some(n), Some(w)) => (n, w),
+                    _ => match (find(jbd::ALT_NOTIFY_UUID), find(jbd::ALT_WRITE_UUID)) {
+                        (Some(n), Some(w)) => (n, w),
+                        _ => {
+                            return Err(LinkError::MissingCharacteristic(
+                                "JBD ff01/ff02 (or fff1/fff2)",
+                            ));
+                        }
+                    },
+                };
+                // Older dongles list "write", current ones "write-without-response".
+                let write_type = if write
+                    .properties
+                    .contains(CharPropFlags::WRITE_WITHOUT_RESPONSE)
+                {
+                    WriteType::WithoutResponse
+                } else {
+                    WriteType::WithResponse
+                };
+                let stream = bounded("notification stream", t, peripheral.notifications()).await?;
+                bounded("subscribe", t, peripheral.subscribe(&notify)).await?;
+                conn.notifications = Some(std::sync::Mutex::new(stream));
+                conn.notify = Some(notify);
+                conn.write = Some((write, write_type));
+            }
+            DeviceKind::Powermon => {
+                let record = find(powermon::NEW_RECORD_UUID)
+                    .or_else(|| find(powermon::OLD_RECORD_UUID))
+                    .ok_or(LinkError::MissingCharacteristic("PowerMon record"))?;
+                conn.record = Some(record);
+            }
+        }
+        Ok(conn)
+    }
+
+    fn conn(&mut self) -> Result<&mut Connection, LinkError> {
+        // Collect disconnect events for our peripheral.
+        loop {
+            match self.disconnects.try_recv() {
+                Ok(id) => {
+                    if let Some(c) = self.conn.as_mut().filter(|c| c.peripheral.id() == id) {
+                        c.lost = true;
+                    }
+                }
+                Err(broadcast::error::TryRecvError::Lagged(_)) => continue,
+                Err(_) => break,
+            }
+        }
+        match self.conn.as_mut() {
+            None => Err(LinkError::NotConnected),
+            Some(c) if c.lost => Err(LinkError::Disconnected),
+            Some(c) => Ok(c),
+        }
+    }
+}
+
+impl Link for BleLink {
+    async fn connect(&mut self) -> Result<(), LinkError> {
+        // Drain events from before this connection.
+        while !matches!(
+            self.disconnects.try_recv(),
+            Err(broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed)
+        ) {}
+        let conn = self.open().await?;
+        self.conn = Some(conn);
+        Ok(())
+    }
+
+    async fn disconnect(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            if let Some(n) = &conn.notify {
+                let _ =
+                    tokio::time::timeout(DISCONNECT_TIMEOUT, conn.peripheral.unsubscribe(n)).await;
+            }
+            drop(conn.notifications);
+            match tokio::time::timeout(DISCONNECT_TIMEOUT, conn.peripheral.disconnect()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => log::debug!("{}: disconnect: {e}", self.address),
+                Err(_) => log::debug!("{}: disconnect timed out", self.address),
+            }
+        } else if let Ok(Some(p)) = self.known_peripheral().await {
+            // A connect that failed half-way may have left BlueZ connected: a JBD BMS would
+            // then stay locked to us. Make sure it is not.
+            if let Ok(Ok(true)) = tokio::time::timeout(DISCONNECT_TIMEOUT, p.is_connected()).await {
+                let _ = tokio::time::timeout(DISCONNECT_TIMEOUT, p.disconnect()).await;
+            }
+        }
+    }
+
+    async fn write(&mut self, data: &[u8]) -> Result<(), LinkError> {
+        let t = self.timeout;
+        let c = self.conn()?;
+        let (ch, wt) = c
+            .write
+            .clone()
+            .ok_or(LinkError::MissingCharacteristic("JBD write"))?;
+        bounded("write", t, c.peripheral.write(&ch, data, wt)).await
+    }
+
+    async fn notification(&mut self) -> Result<Vec<u8>, LinkError> {
+        let id = self.conn()?.peripheral.id();
+        let notify_uuid = self.conn()?.notify.as_ref().map(|n| n.uuid);
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(LinkError::NotConnected);
+        };
+        let stream = conn
+            .notifications
+            .as_mut()
+            .ok_or(LinkError::MissingCharacteristic("JBD notify"))?
+            .get_mut()
+            .map_err(|_| LinkError::NotConnected)?;
+        loop {
+            tokio::select! {
+                item = stream.next() => match item {
+                    Some(n) if Some(n.uuid) == notify_uuid => return Ok(n.value),
+                    Some(_) => continue,
+                    None => {
+                        conn.lost = true;
+                        return Err(LinkError::Disconnected);
+                    }
+                },
+                ev = self.disconnects.recv() => match ev {
+                    Ok(gone) if gone == id => {
+                        conn.lost = true;
+                        return Err(LinkError::Disconnected);
+                    }
+                    _ => continue,
+                },
+            }
+        }
+    }
+
+    fn drain(&mut self) -> usize {
+        let Some(Ok(stream)) = self
+            .conn
+            .as_mut()
+            .and_then(|c| c.notifications.as_mut())
+            .map(|m| m.get_mut())
+        else {
+            return 0;
+        };
+        let mut n = 0;
+        while let Some(Some(_)) = stream.next().now_or_never() {
+            n += 1;
+        }
+        n
+    }
+
+    async fn read(&mut self) -> Result<Vec<u8>, LinkError> {
+        let t = self.timeout;
+        let c = self.conn()?;
+        let record = c
+            .record
+            .clone()
+            .ok_or(LinkError::MissingCharacteristic("PowerMon record"))?;
+        bounded("read", t, c.peripheral.read(&record)).await
+    }
+}
+
+/// What a scanned device looks like.
+pub fn classify(props: &PeripheralProperties) -> &'static str {
+    let services = &props.services;
+    let name = props
+        .local_name
+        .as_deref()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if services.contains(&jbd::SERVICE_UUID)
+        || services.contains(&jbd::ALT_SERVICE_UUID)
+        || name.starts_with("xiaoxiang")
+        || name.starts_with("jbd")
+        || name.starts_with("sp0")
+        || name.starts_with("sp1")
+    {
+        "jbd"
+    } else if services.contains(&powermon::NEW_SERVICE_UUID)
+        || services.contains(&powermon::OLD_SERVICE_UUID)
+        || name.contains("powermon")
+    {
+        "powermon"
+    } else {
+        "unknown"
+    }
+}
+
+/// `blebatt scan`: lists nearby devices and what kind each looks like.
+pub async fn scan_command(seconds: u64) -> anyhow::Result<i32> {
+    let bt = Bluetooth::open().await?;
+    let adapter = bt.adapter(None)?;
+    let t = Duration::from_secs(10);
+    let started = bounded(
+        "starting a scan",
+        t,
+        adapter.start_scan(ScanFilter::default()),
+    )
+    .await;
+    if let Err(e) = &started {
+        log::warn!("could not start a scan ({e}); listing the devices BlueZ already knows");
+    }
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    if started.is_ok() {
+        let _ = bounded("stopping the scan", t, adapter.stop_scan()).await;
+    }
+    let mut rows: HashMap<BDAddr, (String, Option<i16>, &'static str)> = HashMap::new();
+    for p in bounded("listing devices", t, adapter.peripherals()).await? {
+        if let Ok(Some(props)) = bounded("reading properties", t, p.properties()).await {
+            rows.insert(
+                p.address(),
+                (
+                    props.local_name.clone().unwrap_or_default(),
+                    props.rssi,
+                    classify(&props),
+                ),
+            );
+        }
+    }
+    let mut rows: VecDeque<_> = rows.into_iter().collect();
+    rows.make_contiguous().sort_by_key(|(_, (_, rssi, kind))| {
+        (
+            *kind == "unknown",
+            std::cmp::Reverse(rssi.unwrap_or(i16::MIN)),
+        )
+    });
+    println!("{:<17}  {:>4}  {:<8}  NAME", "ADDRESS", "RSSI", "KIND");
+    for (addr, (name, rssi, kind)) in rows {
+        let rssi = rssi.map(|r| r.to_string()).unwrap_or_else(|| "-".into());
+        println!(
+            "{:<17}  {:>4}  {:<8}  {}",
+            addr.to_string().to_uppercase(),
+            rssi,
+            kind,
+            name
+        );
+    }
+    Ok(crate::run::EXIT_OK)
+}

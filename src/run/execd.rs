@@ -1,0 +1,228 @@
+//! `blebatt run`: the Telegraf `inputs.execd` contract.
+//!
+//! - A tick is a line on stdin (`signal = "STDIN"`) or the `--interval` timer (`signal = "none"`).
+//! - Every tick polls every device that is not still busy with the previous tick (ticks are
+//!   coalesced per device, so a slow device never delays the others).
+//! - Each reading is written to stdout as soon as its device answers, and flushed.
+//! - Stdin EOF, SIGTERM or SIGINT: stop ticking, let in-flight polls finish briefly,
+//!   disconnect every device, exit 0. A second signal exits at once.
+
+use std::io::{BufRead, Write};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use tokio::sync::mpsc;
+
+use super::{EXIT_OK, STOP_GRACE, ignore_broken_pipe, resolve, shutdown, start_devices};
+use crate::cli::RunArgs;
+use crate::output;
+
+/// What drives the loop.
+#[derive(Debug)]
+enum Event {
+    Tick,
+    Stop(&'static str),
+}
+
+/// Reads stdin on its own thread (a blocking read must not hold up runtime shutdown): each
+/// line is a tick, EOF is a stop.
+fn spawn_stdin_reader(tx: mpsc::Sender<Event>) {
+    std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            let stdin = std::io::stdin();
+            let mut line = String::new();
+            loop {
+                line.clear();
+                match stdin.lock().read_line(&mut line) {
+                    Ok(0) | Err(_) => {
+                        let _ = tx.blocking_send(Event::Stop("stdin closed"));
+                        return;
+                    }
+                    // Coalesce: if a tick is already waiting, this one adds nothing.
+                    Ok(_) => match tx.try_send(Event::Tick) {
+                        Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
+                        Err(mpsc::error::TrySendError::Closed(_)) => return,
+                    },
+                }
+            }
+        })
+        .expect("cannot start the stdin thread");
+}
+
+/// SIGTERM / SIGINT via signal-hook on its own thread: the first asks for a clean stop, the
+/// second exits at once.
+fn spawn_signal_watcher(tx: mpsc::Sender<Event>) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut seen = 0;
+            for sig in signals.forever() {
+                seen += 1;
+                if seen > 1 {
+                    eprintln!("E! second signal: exiting without a clean disconnect");
+                    std::process::exit(super::EXIT_FAILURE);
+                }
+                let why = if sig == SIGTERM { "SIGTERM" } else { "SIGINT" };
+                let _ = tx.blocking_send(Event::Stop(why));
+            }
+        })?;
+    Ok(())
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
+    let cfg = resolve(&args.devices)?;
+    let interval = args.interval.or(cfg.interval);
+    // Capacity 1 for ticks: coalescing happens at the sender. Stops use blocking_send.
+    let (tx, mut events) = mpsc::channel::<Event>(1);
+    spawn_signal_watcher(tx.clone())?;
+    if interval.is_none() {
+        spawn_stdin_reader(tx.clone());
+    } else {
+        // signal = "none": stdin is not ours to read, but its EOF still means "stop" when
+        // Telegraf closes it. /dev/null (a service) gives EOF at once, so ignore that case.
+        if !stdin_is_null() {
+            spawn_stdin_eof_watcher(tx.clone());
+        }
+    }
+    drop(tx);
+
+    let handles = start_devices(&cfg, args.devices.demo).await?;
+    log::info!(
+        "polling {} device(s) {}",
+        handles.len(),
+        match interval {
+            Some(i) => format!("every {}", humantime::format_duration(i)),
+            None => "on each line read from stdin".into(),
+        }
+    );
+
+    let mut busy = vec![false; handles.len()];
+    let mut in_flight = FuturesUnordered::new();
+    let mut timer = interval.map(|i| {
+        let mut t = tokio::time::interval(i);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        t
+    });
+    let mut stdout = std::io::stdout();
+    let mut buf = Vec::with_capacity(4096);
+
+    let why = loop {
+        let tick = async {
+            match timer.as_mut() {
+                Some(t) => {
+                    t.tick().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        let event = tokio::select! {
+            e = events.recv() => e.unwrap_or(Event::Stop("input closed")),
+            _ = tick => Event::Tick,
+            Some((i, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                busy[i] = false;
+                if !emit(&mut stdout, &mut buf, result)? {
+                    break "stdout closed";
+                }
+                continue;
+            }
+        };
+        match event {
+            Event::Tick => {
+                for (i, h) in handles.iter().enumerate() {
+                    if busy[i] {
+                        log::debug!(
+                            "{}: still busy with the previous tick; coalesced",
+                            h.spec.name
+                        );
+                        continue;
+                    }
+                    busy[i] = true;
+                    in_flight.push(async move { (i, h.poll().await) });
+                }
+            }
+            Event::Stop(why) => break why,
+        }
+    };
+    log::info!("{why}: stopping");
+
+    // Let polls that are nearly done finish, so their lines are not lost.
+    let grace = tokio::time::sleep(STOP_GRACE);
+    tokio::pin!(grace);
+    while !in_flight.is_empty() {
+        tokio::select! {
+            Some((_, result)) = in_flight.next() => {
+                if !emit(&mut stdout, &mut buf, result)? {
+                    break;
+                }
+            }
+            _ = &mut grace => break,
+        }
+    }
+    drop(in_flight);
+    shutdown(handles).await;
+    log::info!("all devices disconnected");
+    Ok(EXIT_OK)
+}
+
+/// Writes one poll result; `Ok(false)` when stdout is gone (Telegraf stopped reading).
+fn emit(
+    stdout: &mut std::io::Stdout,
+    buf: &mut Vec<u8>,
+    result: Result<crate::reading::Reading, crate::device::DeviceError>,
+) -> anyhow::Result<bool> {
+    let reading = match result {
+        Ok(r) => r,
+        // The device task already logged this once per state change.
+        Err(e) => {
+            log::debug!("{e}");
+            return Ok(true);
+        }
+    };
+    buf.clear();
+    output::write_line(buf, &reading);
+    let mut out = stdout.lock();
+    match out.write_all(buf).and_then(|()| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) => ignore_broken_pipe(e).map(|()| false).map_err(Into::into),
+    }
+}
+
+fn stdin_is_null() -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let (Ok(stdin), Ok(null)) = (
+            std::fs::metadata("/dev/stdin"),
+            std::fs::metadata("/dev/null"),
+        ) else {
+            return false;
+        };
+        stdin.rdev() == null.rdev() && stdin.ino() == null.ino()
+    }
+    #[cfg(not(unix))]
+    false
+}
+
+/// With `--interval`, stdin lines are ignored but EOF still stops us.
+fn spawn_stdin_eof_watcher(tx: mpsc::Sender<Event>) {
+    std::thread::Builder::new()
+        .name("stdin-eof".into())
+        .spawn(move || {
+            let mut sink = Vec::new();
+            let mut stdin = std::io::stdin().lock();
+            loop {
+                sink.clear();
+                match stdin.read_until(b'\n', &mut sink) {
+                    Ok(0) | Err(_) => {
+                        let _ = tx.blocking_send(Event::Stop("stdin closed"));
+                        return;
+                    }
+                    Ok(_) => {}
+                }
+            }
+        })
+        .expect("cannot start the stdin thread");
+}

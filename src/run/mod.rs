@@ -1,0 +1,181 @@
+//! The Telegraf contract and the other commands: what runs when, and in which order things
+//! stop. `main.rs` calls [`main`] and turns its result into an exit code.
+
+mod decode;
+mod execd;
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::Context;
+use futures::future::join_all;
+
+use crate::cli::{Cli, Command, ConfigCommand, DeviceArgs};
+use crate::config::{self, Config, ConfigError, Sources};
+use crate::device::{self, DeviceHandle};
+use crate::output;
+
+/// Exit codes.
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_FAILURE: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
+
+/// An error that maps to "bad usage or configuration" (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+impl From<ConfigError> for UsageError {
+    fn from(e: ConfigError) -> Self {
+        UsageError(format!("configuration error: {e}"))
+    }
+}
+
+/// Runs the parsed command; returns the process exit code.
+pub fn main(cli: Cli) -> i32 {
+    let result = match cli.command {
+        Command::Decode { what } => return decode::main(what),
+        Command::Config {
+            what: ConfigCommand::Check { file },
+        } => {
+            return match config::load_file(&file) {
+                Ok(cfg) => {
+                    log::info!(
+                        "{}: OK, {} device(s){}",
+                        file.display(),
+                        cfg.devices.len(),
+                        cfg.interval
+                            .map(|i| format!(", interval {i:?}"))
+                            .unwrap_or_default()
+                    );
+                    EXIT_OK
+                }
+                Err(e) => {
+                    log::error!("configuration error: {e}");
+                    EXIT_USAGE
+                }
+            };
+        }
+        Command::Once(args) => runtime().block_on(once(args)),
+        Command::Run(args) => runtime().block_on(execd::run(args)),
+        Command::Scan(args) => runtime().block_on(crate::ble::scan_command(args.seconds)),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) if e.downcast_ref::<UsageError>().is_some() => {
+            log::error!("{e:#}");
+            EXIT_USAGE
+        }
+        Err(e) => {
+            log::error!("{e:#}");
+            EXIT_FAILURE
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    // Two worker threads are plenty for a handful of devices (and a Pi Zero has one core).
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("cannot start the tokio runtime")
+}
+
+/// Resolves the devices from config file, flags or `--demo`.
+pub(crate) fn resolve(args: &DeviceArgs) -> Result<Config, UsageError> {
+    let cfg = config::resolve(&Sources {
+        config: args.config.clone(),
+        jbd: args.jbd.clone(),
+        powermon: args.powermon.clone(),
+        timeout: args.timeout,
+    })?;
+    if args.demo {
+        if !cfg.devices.is_empty() {
+            return Err(UsageError(
+                "--demo uses the built-in devices; remove --jbd/--powermon/--config or --demo"
+                    .into(),
+            ));
+        }
+        let timeout = args.timeout.unwrap_or(config::DEFAULT_TIMEOUT);
+        let devices = crate::demo::devices(timeout)
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
+        return Ok(Config {
+            devices,
+            interval: cfg.interval,
+        });
+    }
+    if cfg.devices.is_empty() {
+        return Err(UsageError(
+            "no devices: give --jbd NAME=MAC / --powermon NAME=MAC, a --config file, or --demo to try the built-in simulated devices".into(),
+        ));
+    }
+    Ok(cfg)
+}
+
+/// Starts one task per device, over the demo links or Bluetooth.
+pub(crate) async fn start_devices(cfg: &Config, demo: bool) -> anyhow::Result<Vec<DeviceHandle>> {
+    if demo {
+        let timeout = cfg
+            .devices
+            .first()
+            .map(|d| d.timeout)
+            .unwrap_or(config::DEFAULT_TIMEOUT);
+        return Ok(crate::demo::devices(timeout)
+            .into_iter()
+            .map(|(spec, link)| device::spawn(spec, link))
+            .collect());
+    }
+    let bt = crate::ble::Bluetooth::open()
+        .await
+        .context("cannot reach Bluetooth")?;
+    let mut handles = Vec::new();
+    for spec in &cfg.devices {
+        let link = bt.link(spec).await?;
+        handles.push(device::spawn(spec.clone(), link));
+    }
+    Ok(handles)
+}
+
+/// Disconnects every device (concurrently, each bounded).
+pub(crate) async fn shutdown(handles: Vec<DeviceHandle>) {
+    join_all(handles.into_iter().map(DeviceHandle::shutdown)).await;
+}
+
+/// `blebatt once`: poll each device once, print in configuration order, disconnect.
+async fn once(args: DeviceArgs) -> anyhow::Result<i32> {
+    let cfg = resolve(&args)?;
+    let handles = start_devices(&cfg, args.demo).await?;
+    let results = join_all(handles.iter().map(|h| h.poll())).await;
+    let mut buf = Vec::new();
+    let mut failed = 0;
+    for r in &results {
+        match r {
+            Ok(reading) => output::write_line(&mut buf, reading),
+            Err(e) => {
+                failed += 1;
+                log::error!("{e}");
+            }
+        }
+    }
+    shutdown(handles).await;
+    let mut out = std::io::stdout().lock();
+    out.write_all(&buf)
+        .and_then(|()| out.flush())
+        .or_else(ignore_broken_pipe)?;
+    Ok(if failed == 0 { EXIT_OK } else { EXIT_FAILURE })
+}
+
+/// A closed stdout (e.g. `| head`) is a normal end, not an error.
+pub(crate) fn ignore_broken_pipe(e: std::io::Error) -> std::io::Result<()> {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        Ok(())
+    } else {
+        Err(e)
+    }
+}
+
+/// How long `run` waits for in-flight polls after a stop request before disconnecting.
+pub(crate) const STOP_GRACE: Duration = Duration::from_millis(300);
