@@ -1,0 +1,356 @@
+//! The real binary, no radio: `decode`, `once --demo`, `run --demo` driven like Telegraf's
+//! execd, and `config check`. Every stdout line must parse as line protocol.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use influxdb_line_protocol::{FieldValue, ParsedLine, parse_lines};
+
+const BIN: &str = env!("CARGO_BIN_EXE_blebatt");
+
+/// Real captured frames (patman15/BMS_BLE-HA tests/test_jbd_bms.py), as 20-byte notifications.
+const INFO_CHUNK_1: &str = "dd 03 00 1d 06 18 fe e1 01 f2 01 f4 00 2a 2c 7c 00 00 00 00";
+const INFO_CHUNK_2: &str = "00 00 80 64 03 04 03 0b 8b 0b 8a 0b 84 f8 84 77";
+const CELLS: &str = "dd:04:00:08:0d:66:0d:61:0d:68:0d:59:fe:3c:77";
+/// Old-firmware PowerMon record (mkjanke/ThornwavePy DCPMRead.py history).
+const POWERMON_OLD: &str = "e0 ff 0f c8 47 04 4e 41 b7 09 dd 3c 97 ca 4e 3f 7a 6a 26 41 7c 01 0e 42 6c 7b 0f 00 00 00 00 00 6d 2e 01 00 00 00 00 00 ff 89 06 00 14 c1 e4 15 59 57 0b 42";
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN).args(args).output().expect("run blebatt");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+fn parse_all(stdout: &str) -> Vec<ParsedLine<'_>> {
+    parse_lines(stdout)
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap_or_else(|e| panic!("invalid line protocol: {e}\n{stdout}"))
+}
+
+fn field<'a, 'b>(line: &'a ParsedLine<'b>, key: &str) -> &'a FieldValue<'b> {
+    line.field_set
+        .iter()
+        .find(|(k, _)| k.as_str() == key)
+        .map(|(_, v)| v)
+        .unwrap_or_else(|| panic!("no field {key}"))
+}
+
+fn tag(line: &ParsedLine<'_>, key: &str) -> Option<String> {
+    line.series
+        .tag_set
+        .as_ref()?
+        .iter()
+        .find(|(k, _)| k.as_str() == key)
+        .map(|(_, v)| v.to_string())
+}
+
+fn assert_log_prefixes(stderr: &str) {
+    for l in stderr.lines() {
+        assert!(
+            ["E! ", "W! ", "I! ", "D! "].iter().any(|p| l.starts_with(p)),
+            "stderr line without a Telegraf level prefix: {l:?}"
+        );
+    }
+}
+
+#[test]
+fn decode_jbd_real_notifications() {
+    let (code, out, err) = run(&["decode", "jbd", INFO_CHUNK_1, INFO_CHUNK_2, CELLS]);
+    assert_eq!(code, 0, "{err}");
+    let lines = parse_all(&out);
+    assert_eq!(lines.len(), 1);
+    let l = &lines[0];
+    assert_eq!(l.series.measurement.as_str(), "jbd_bms");
+    assert_eq!(tag(l, "device").as_deref(), Some("decoded"));
+    assert_eq!(field(l, "voltage"), &FieldValue::F64(15.6));
+    assert_eq!(field(l, "current"), &FieldValue::F64(-2.87));
+    assert_eq!(field(l, "cycles"), &FieldValue::I64(42));
+    assert_eq!(field(l, "cell_2"), &FieldValue::F64(3.425));
+    assert_eq!(field(l, "temperature_2"), &FieldValue::F64(22.3));
+    assert_log_prefixes(&err);
+}
+
+#[test]
+fn decode_jbd_bad_checksum_exits_2_with_one_clear_line() {
+    let bad = INFO_CHUNK_2.replace("f8 84 77", "f8 83 77");
+    let (code, out, err) = run(&["decode", "jbd", INFO_CHUNK_1, &bad, CELLS]);
+    assert_eq!(code, 2);
+    assert_eq!(out, "", "nothing on stdout");
+    assert_eq!(
+        err.trim_end(),
+        "E! checksum mismatch in 0x03 reply: expected 0xF884, got 0xF883"
+    );
+}
+
+#[test]
+fn decode_jbd_other_bad_inputs() {
+    for (args, want) in [
+        (vec![INFO_CHUNK_1], "incomplete frame"),
+        (vec![CELLS], "no 0x03"),
+        (vec!["zz"], "not a hex string"),
+    ] {
+        let mut full = vec!["decode", "jbd"];
+        full.extend(args);
+        let (code, out, err) = run(&full);
+        assert_eq!(code, 2, "{full:?}");
+        assert!(out.is_empty());
+        assert!(err.starts_with("E! ") && err.contains(want), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+}
+
+#[test]
+fn decode_powermon_real_record() {
+    let (code, out, err) = run(&["decode", "powermon", POWERMON_OLD]);
+    assert_eq!(code, 0, "{err}");
+    let lines = parse_all(&out);
+    let l = &lines[0];
+    assert_eq!(l.series.measurement.as_str(), "powermon");
+    assert_eq!(field(l, "soc"), &FieldValue::I64(100));
+    assert_eq!(field(l, "coulomb_meter"), &FieldValue::F64(77.421));
+    assert_eq!(field(l, "energy_meter"), &FieldValue::F64(1014.636));
+    let (code, out, err) = run(&["decode", "powermon", "00 01 02"]);
+    assert_eq!((code, out.as_str()), (2, ""));
+    assert!(err.contains("expected 52"), "{err}");
+}
+
+/// Every field the schema promises for each demo device.
+fn check_demo_lines(out: &str) {
+    let lines = parse_all(out);
+    let by_device = |d: &str| {
+        lines
+            .iter()
+            .find(|l| tag(l, "device").as_deref() == Some(d))
+            .unwrap_or_else(|| panic!("no line for {d}:\n{out}"))
+    };
+    for (dev, cells, ntcs) in [("demo-12v", 4, 2), ("demo-48v", 16, 4)] {
+        let l = by_device(dev);
+        assert_eq!(l.series.measurement.as_str(), "jbd_bms");
+        assert!(tag(l, "address").is_some() && tag(l, "model").is_some());
+        let mut want: Vec<String> = [
+            "voltage",
+            "current",
+            "power",
+            "remaining_capacity",
+            "nominal_capacity",
+            "soc",
+            "cycles",
+            "cell_count",
+            "cell_min",
+            "cell_max",
+            "cell_avg",
+            "cell_delta",
+            "balancing",
+            "charge_fet",
+            "discharge_fet",
+            "protection",
+            "protection_cell_overvoltage",
+            "protection_mosfet_software_lock",
+            "software_version",
+            "production_date",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        want.extend((1..=cells).map(|i| format!("cell_{i}")));
+        want.extend((1..=ntcs).map(|i| format!("temperature_{i}")));
+        for f in &want {
+            field(l, f);
+        }
+        assert_eq!(field(l, "cell_count"), &FieldValue::I64(cells));
+        assert!(l.field_set.iter().all(|(k, _)| k.as_str() != format!("cell_{}", cells + 1)));
+        assert!(matches!(field(l, "soc"), FieldValue::I64(0..=100)));
+        assert!(l.timestamp.is_some());
+    }
+    let pm = by_device("demo-shunt");
+    assert_eq!(pm.series.measurement.as_str(), "powermon");
+    for f in [
+        "voltage1",
+        "voltage2",
+        "current",
+        "power",
+        "temperature",
+        "coulomb_meter",
+        "energy_meter",
+        "soc",
+        "power_status",
+    ] {
+        field(pm, f);
+    }
+}
+
+#[test]
+fn once_demo_prints_every_field_for_three_devices() {
+    let (code, out, err) = run(&["once", "--demo"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 3, "{out}");
+    check_demo_lines(&out);
+    assert_log_prefixes(&err);
+}
+
+#[test]
+fn once_without_devices_is_a_usage_error() {
+    let (code, out, err) = run(&["once"]);
+    assert_eq!(code, 2);
+    assert!(out.is_empty());
+    assert!(err.starts_with("E! ") && err.contains("--demo"), "{err}");
+    let (code, _, err) = run(&["once", "--jbd", "x=not-a-mac"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("not a Bluetooth address"), "{err}");
+}
+
+/// Telegraf's side of execd: a child with piped stdin/stdout, stdout read on a thread.
+struct Execd {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Execd {
+    fn start(args: &[&str]) -> Execd {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(stdout).lines() {
+                let Ok(l) = l else { break };
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Execd { child, lines }
+    }
+
+    fn tick(&mut self) {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        stdin.write_all(b"\n").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    fn read_lines(&self, n: usize, within: Duration) -> Vec<String> {
+        let deadline = Instant::now() + within;
+        let mut got = Vec::new();
+        while got.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => got.push(l),
+                Err(_) => panic!("got {} of {n} lines: {got:?}", got.len()),
+            }
+        }
+        got
+    }
+
+    /// Waits for exit; returns (code, elapsed, stderr).
+    fn wait(mut self, within: Duration) -> (Option<i32>, Duration, String) {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let mut err = String::new();
+                std::io::Read::read_to_string(self.child.stderr.as_mut().unwrap(), &mut err).unwrap();
+                return (status.code(), start.elapsed(), err);
+            }
+            if start.elapsed() > within {
+                let _ = self.child.kill();
+                panic!("blebatt did not exit within {within:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+#[test]
+fn run_demo_answers_every_tick_and_exits_on_eof() {
+    let mut e = Execd::start(&["run", "--demo"]);
+    for _ in 0..5 {
+        e.tick();
+        let lines = e.read_lines(3, Duration::from_secs(10));
+        check_demo_lines(&(lines.join("\n") + "\n"));
+    }
+    drop(e.child.stdin.take()); // Telegraf closes stdin to stop us.
+    let (code, took, err) = e.wait(Duration::from_secs(5));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(took < Duration::from_secs(2), "exit took {took:?}");
+    assert!(err.contains("I! stdin closed: stopping"), "{err}");
+    assert!(err.contains("I! all devices disconnected"), "{err}");
+    assert_log_prefixes(&err);
+}
+
+#[test]
+fn run_demo_exits_cleanly_on_sigterm() {
+    let mut e = Execd::start(&["run", "--demo"]);
+    e.tick();
+    e.read_lines(3, Duration::from_secs(10));
+    let pid = e.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let (code, took, err) = e.wait(Duration::from_secs(5));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(took < Duration::from_secs(2), "exit took {took:?}");
+    assert!(err.contains("SIGTERM: stopping") && err.contains("all devices disconnected"), "{err}");
+}
+
+#[test]
+fn run_demo_interval_polls_on_its_own() {
+    let e = Execd::start(&["run", "--demo", "--interval", "200ms"]);
+    let lines = e.read_lines(9, Duration::from_secs(10));
+    check_demo_lines(&(lines[..3].join("\n") + "\n"));
+    let mut e = e;
+    drop(e.child.stdin.take());
+    let (code, _, err) = e.wait(Duration::from_secs(5));
+    assert_eq!(code, Some(0), "{err}");
+}
+
+#[test]
+fn ticks_arriving_together_are_coalesced() {
+    let mut e = Execd::start(&["run", "--demo"]);
+    // Wait until the devices are up, then send a burst of ticks at once.
+    e.tick();
+    e.read_lines(3, Duration::from_secs(10));
+    e.child.stdin.as_mut().unwrap().write_all(b"\n\n\n\n\n\n\n\n\n\n").unwrap();
+    e.child.stdin.as_mut().unwrap().flush().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    drop(e.child.stdin.take());
+    let mut later = Vec::new();
+    while let Ok(l) = e.lines.recv_timeout(Duration::from_secs(3)) {
+        later.push(l);
+    }
+    let (code, _, err) = e.wait(Duration::from_secs(5));
+    assert_eq!(code, Some(0), "{err}");
+    // Ten ticks in one burst never become ten polls per device.
+    assert!(later.len() % 3 == 0 && later.len() >= 3 && later.len() < 30, "{}", later.len());
+}
+
+#[test]
+fn config_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        "[[device]]\nname = \"house\"\nkind = \"jbd\"\naddress = \"A4:C1:38:12:34:56\"\n",
+    )
+    .unwrap();
+    let (code, out, err) = run(&["config", "check", good.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.is_empty());
+    assert!(err.contains("OK, 1 device(s)"), "{err}");
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[device]]\nname = \"house\"\nkind = \"jbd\"\naddress = \"A4:C1:38:12:34\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = run(&["config", "check", bad.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("bad.toml line 4") && err.contains("not a Bluetooth address"), "{err}");
+}
