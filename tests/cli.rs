@@ -1,14 +1,14 @@
 //! The real binary, no radio: `decode`, `once --demo`, `run --demo` driven like Telegraf's
 //! execd, and `config check`. Every stdout line must parse as line protocol.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+mod common;
 
-use influxdb_line_protocol::{FieldValue, ParsedLine, parse_lines};
+use std::io::Write;
+use std::process::Command;
+use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_blebatt");
+use common::*;
+use influxdb_line_protocol::FieldValue;
 
 /// Real captured frames (patman15/BMS_BLE-HA tests/test_jbd_bms.py), as 20-byte notifications.
 const INFO_CHUNK_1: &str = "dd 03 00 1d 06 18 fe e1 01 f2 01 f4 00 2a 2c 7c 00 00 00 00";
@@ -24,38 +24,6 @@ fn run(args: &[&str]) -> (i32, String, String) {
         String::from_utf8(out.stdout).unwrap(),
         String::from_utf8(out.stderr).unwrap(),
     )
-}
-
-fn parse_all(stdout: &str) -> Vec<ParsedLine<'_>> {
-    parse_lines(stdout)
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap_or_else(|e| panic!("invalid line protocol: {e}\n{stdout}"))
-}
-
-fn field<'a, 'b>(line: &'a ParsedLine<'b>, key: &str) -> &'a FieldValue<'b> {
-    line.field_set
-        .iter()
-        .find(|(k, _)| k.as_str() == key)
-        .map(|(_, v)| v)
-        .unwrap_or_else(|| panic!("no field {key}"))
-}
-
-fn tag(line: &ParsedLine<'_>, key: &str) -> Option<String> {
-    line.series
-        .tag_set
-        .as_ref()?
-        .iter()
-        .find(|(k, _)| k.as_str() == key)
-        .map(|(_, v)| v.to_string())
-}
-
-fn assert_log_prefixes(stderr: &str) {
-    for l in stderr.lines() {
-        assert!(
-            ["E! ", "W! ", "I! ", "D! "].iter().any(|p| l.starts_with(p)),
-            "stderr line without a Telegraf level prefix: {l:?}"
-        );
-    }
 }
 
 #[test]
@@ -163,7 +131,11 @@ fn check_demo_lines(out: &str) {
             field(l, f);
         }
         assert_eq!(field(l, "cell_count"), &FieldValue::I64(cells));
-        assert!(l.field_set.iter().all(|(k, _)| k.as_str() != format!("cell_{}", cells + 1)));
+        assert!(
+            l.field_set
+                .iter()
+                .all(|(k, _)| k.as_str() != format!("cell_{}", cells + 1))
+        );
         assert!(matches!(field(l, "soc"), FieldValue::I64(0..=100)));
         assert!(l.timestamp.is_some());
     }
@@ -204,71 +176,6 @@ fn once_without_devices_is_a_usage_error() {
     assert!(err.contains("not a Bluetooth address"), "{err}");
 }
 
-/// Telegraf's side of execd: a child with piped stdin/stdout, stdout read on a thread.
-struct Execd {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Execd {
-    fn start(args: &[&str]) -> Execd {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(stdout).lines() {
-                let Ok(l) = l else { break };
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        Execd { child, lines }
-    }
-
-    fn tick(&mut self) {
-        let stdin = self.child.stdin.as_mut().unwrap();
-        stdin.write_all(b"\n").unwrap();
-        stdin.flush().unwrap();
-    }
-
-    fn read_lines(&self, n: usize, within: Duration) -> Vec<String> {
-        let deadline = Instant::now() + within;
-        let mut got = Vec::new();
-        while got.len() < n {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) => got.push(l),
-                Err(_) => panic!("got {} of {n} lines: {got:?}", got.len()),
-            }
-        }
-        got
-    }
-
-    /// Waits for exit; returns (code, elapsed, stderr).
-    fn wait(mut self, within: Duration) -> (Option<i32>, Duration, String) {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                let mut err = String::new();
-                std::io::Read::read_to_string(self.child.stderr.as_mut().unwrap(), &mut err).unwrap();
-                return (status.code(), start.elapsed(), err);
-            }
-            if start.elapsed() > within {
-                let _ = self.child.kill();
-                panic!("blebatt did not exit within {within:?}");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
 #[test]
 fn run_demo_answers_every_tick_and_exits_on_eof() {
     let mut e = Execd::start(&["run", "--demo"]);
@@ -292,11 +199,20 @@ fn run_demo_exits_cleanly_on_sigterm() {
     e.tick();
     e.read_lines(3, Duration::from_secs(10));
     let pid = e.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let (code, took, err) = e.wait(Duration::from_secs(5));
     assert_eq!(code, Some(0), "{err}");
     assert!(took < Duration::from_secs(2), "exit took {took:?}");
-    assert!(err.contains("SIGTERM: stopping") && err.contains("all devices disconnected"), "{err}");
+    assert!(
+        err.contains("SIGTERM: stopping") && err.contains("all devices disconnected"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -316,7 +232,12 @@ fn ticks_arriving_together_are_coalesced() {
     // Wait until the devices are up, then send a burst of ticks at once.
     e.tick();
     e.read_lines(3, Duration::from_secs(10));
-    e.child.stdin.as_mut().unwrap().write_all(b"\n\n\n\n\n\n\n\n\n\n").unwrap();
+    e.child
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"\n\n\n\n\n\n\n\n\n\n")
+        .unwrap();
     e.child.stdin.as_mut().unwrap().flush().unwrap();
     std::thread::sleep(Duration::from_millis(500));
     drop(e.child.stdin.take());
@@ -327,7 +248,11 @@ fn ticks_arriving_together_are_coalesced() {
     let (code, _, err) = e.wait(Duration::from_secs(5));
     assert_eq!(code, Some(0), "{err}");
     // Ten ticks in one burst never become ten polls per device.
-    assert!(later.len() % 3 == 0 && later.len() >= 3 && later.len() < 30, "{}", later.len());
+    assert!(
+        later.len() % 3 == 0 && later.len() >= 3 && later.len() < 30,
+        "{}",
+        later.len()
+    );
 }
 
 #[test]
@@ -352,5 +277,8 @@ fn config_check() {
     .unwrap();
     let (code, _, err) = run(&["config", "check", bad.to_str().unwrap()]);
     assert_eq!(code, 2);
-    assert!(err.contains("bad.toml line 4") && err.contains("not a Bluetooth address"), "{err}");
+    assert!(
+        err.contains("bad.toml line 4") && err.contains("not a Bluetooth address"),
+        "{err}"
+    );
 }

@@ -1,0 +1,134 @@
+//! Shared by the integration tests: Telegraf's side of execd, and line-protocol helpers.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use influxdb_line_protocol::{FieldValue, ParsedLine, parse_lines};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_blebatt");
+
+pub fn parse_all(stdout: &str) -> Vec<ParsedLine<'_>> {
+    parse_lines(stdout)
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap_or_else(|e| panic!("invalid line protocol: {e}\n{stdout}"))
+}
+
+pub fn field<'a, 'b>(line: &'a ParsedLine<'b>, key: &str) -> &'a FieldValue<'b> {
+    line.field_set
+        .iter()
+        .find(|(k, _)| k.as_str() == key)
+        .map(|(_, v)| v)
+        .unwrap_or_else(|| panic!("no field {key}"))
+}
+
+pub fn tag(line: &ParsedLine<'_>, key: &str) -> Option<String> {
+    line.series
+        .tag_set
+        .as_ref()?
+        .iter()
+        .find(|(k, _)| k.as_str() == key)
+        .map(|(_, v)| v.to_string())
+}
+
+pub fn assert_log_prefixes(stderr: &str) {
+    for l in stderr.lines() {
+        assert!(
+            ["E! ", "W! ", "I! ", "D! "]
+                .iter()
+                .any(|p| l.starts_with(p)),
+            "stderr line without a Telegraf level prefix: {l:?}"
+        );
+    }
+}
+
+/// Telegraf's side of execd: a child with piped stdin/stdout, stdout read on a thread.
+pub struct Execd {
+    pub child: Child,
+    pub lines: mpsc::Receiver<String>,
+}
+
+impl Execd {
+    pub fn start(args: &[&str]) -> Execd {
+        Self::spawn(Command::new(BIN).args(args))
+    }
+
+    /// Starts a prepared command (e.g. with DBUS_SYSTEM_BUS_ADDRESS set).
+    pub fn spawn(cmd: &mut Command) -> Execd {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(stdout).lines() {
+                let Ok(l) = l else { break };
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Execd { child, lines }
+    }
+
+    pub fn tick(&mut self) {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        stdin.write_all(b"\n").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    pub fn read_lines(&self, n: usize, within: Duration) -> Vec<String> {
+        let deadline = Instant::now() + within;
+        let mut got = Vec::new();
+        while got.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => got.push(l),
+                Err(_) => panic!("got {} of {n} lines: {got:?}", got.len()),
+            }
+        }
+        got
+    }
+
+    /// Waits for exit; returns (code, elapsed, stderr).
+    pub fn wait(mut self, within: Duration) -> (Option<i32>, Duration, String) {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let mut err = String::new();
+                std::io::Read::read_to_string(self.child.stderr.as_mut().unwrap(), &mut err)
+                    .unwrap();
+                return (status.code(), start.elapsed(), err);
+            }
+            if start.elapsed() > within {
+                let _ = self.child.kill();
+                panic!("blebatt did not exit within {within:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Lines that arrive within `within` (no panic if fewer come).
+    pub fn lines_within(&self, within: Duration) -> Vec<String> {
+        let deadline = Instant::now() + within;
+        let mut got = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(l) => got.push(l),
+                Err(_) => break,
+            }
+        }
+        got
+    }
+
+    /// Closes stdin, as Telegraf does to stop the plugin.
+    pub fn close_stdin(&mut self) {
+        drop(self.child.stdin.take());
+    }
+}

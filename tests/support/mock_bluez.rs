@@ -1,0 +1,1958 @@
+//! A mock BlueZ (`org.bluez`) served with zbus on a (private) bus, for btleplug/bluez-async.
+//!
+//! It runs on its own tokio runtime (one worker thread, "mock-bluez"); tests drive it through
+//! the synchronous [`MockBluez`] handle, which may be used from plain `#[test]` functions or
+//! from inside another runtime (it never calls `block_on`).
+//!
+//! Objects (what bluez-async 0.9 / btleplug 0.13 / bleak read; see
+//! /work/shared/notes/ble-testing.md):
+//! - `/` ObjectManager
+//! - `/org/bluez/hci0` Adapter1
+//! - `/org/bluez/hci0/dev_AA_BB_CC_DD_EE_01` Device1
+//! - `.../service0010` GattService1, `.../service0010/char00NN` GattCharacteristic1.
+//!   Like BlueZ for an unpaired LE device, GATT objects appear while connecting (before
+//!   `ServicesResolved` turns true) and are removed on disconnect, unless the device is
+//!   configured with `gatt_cached`.
+//!
+//! Behaviour mirrors BlueZ where it matters to a client: `org.bluez.Error.*` names,
+//! `StartDiscovery` twice from one client -> `InProgress`, a write whose `type` option the
+//! characteristic does not support -> `NotSupported`, GATT calls while disconnected ->
+//! `Failed: Not connected`, `StopNotify` without a session -> `Failed: No notify session started`.
+
+#![allow(dead_code)]
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    future::Future,
+    sync::{Arc, Condvar, Mutex, MutexGuard, mpsc},
+    time::{Duration, Instant},
+};
+
+use zbus::{
+    Connection, OwnedObjectPath, OwnedVariant as OwnedValue, Variant as Value, interface,
+    message::Header,
+};
+
+pub const BLUEZ_NAME: &str = "org.bluez";
+pub const ADAPTER_PATH: &str = "/org/bluez/hci0";
+pub const ADAPTER_ADDRESS: &str = "00:1A:7D:DA:71:13";
+
+pub const JBD_SERVICE: &str = "0000ff00-0000-1000-8000-00805f9b34fb";
+pub const JBD_NOTIFY: &str = "0000ff01-0000-1000-8000-00805f9b34fb";
+pub const JBD_WRITE: &str = "0000ff02-0000-1000-8000-00805f9b34fb";
+pub const JBD_ALT_SERVICE: &str = "0000fff0-0000-1000-8000-00805f9b34fb";
+pub const JBD_ALT_NOTIFY: &str = "0000fff1-0000-1000-8000-00805f9b34fb";
+pub const JBD_ALT_WRITE: &str = "0000fff2-0000-1000-8000-00805f9b34fb";
+pub const POWERMON_OLD_SERVICE: &str = "7a95ce00-0ea8-1bcc-71a2-fc7539b81c9c";
+pub const POWERMON_OLD_CHAR: &str = "7a95ce01-0ea8-1bcc-71a2-fc7539b81c9c";
+pub const POWERMON_NEW_SERVICE: &str = "ec7c0000-2c7b-1539-172f-29d041beab3e";
+pub const POWERMON_NEW_CHAR: &str = "ec7c0001-2c7b-1539-172f-29d041beab3e";
+
+const DEVICE1: &str = "org.bluez.Device1";
+const ADAPTER1: &str = "org.bluez.Adapter1";
+const GATT_CHAR1: &str = "org.bluez.GattCharacteristic1";
+const MAX_EVENTS: usize = 200_000;
+
+// ---------------------------------------------------------------------------------------------
+// Frames
+
+/// JBD checksum: (0x10000 - sum(bytes)) & 0xFFFF.
+pub fn jbd_checksum(bytes: &[u8]) -> u16 {
+    let sum: u32 = bytes.iter().map(|&b| u32::from(b)).sum();
+    (0x1_0000u32.wrapping_sub(sum) & 0xFFFF) as u16
+}
+
+/// A JBD reply frame `DD reg status len data chk_hi chk_lo 77`; the checksum covers status,
+/// len and data (not reg).
+pub fn jbd_frame(reg: u8, status: u8, data: &[u8]) -> Vec<u8> {
+    assert!(data.len() <= 255, "JBD data too long");
+    let mut f = Vec::with_capacity(data.len() + 7);
+    f.extend_from_slice(&[0xDD, reg, status, data.len() as u8]);
+    f.extend_from_slice(data);
+    let chk = jbd_checksum(&f[2..]);
+    f.extend_from_slice(&chk.to_be_bytes());
+    f.push(0x77);
+    f
+}
+
+/// A JBD read request `DD A5 reg 00 chk_hi chk_lo 77`.
+pub fn jbd_read_request(reg: u8) -> Vec<u8> {
+    let chk = jbd_checksum(&[reg, 0]);
+    let [hi, lo] = chk.to_be_bytes();
+    vec![0xDD, 0xA5, reg, 0x00, hi, lo, 0x77]
+}
+
+/// The register of a valid read request, else `None`.
+pub fn parse_jbd_read_request(b: &[u8]) -> Option<u8> {
+    if b.len() == 7 && b[0] == 0xDD && b[1] == 0xA5 && b[3] == 0 && b[6] == 0x77 {
+        let chk = u16::from_be_bytes([b[4], b[5]]);
+        if chk == jbd_checksum(&b[2..4]) {
+            return Some(b[2]);
+        }
+    }
+    None
+}
+
+/// Object path of a device: `/org/bluez/hci0/dev_AA_BB_CC_DD_EE_01`.
+pub fn device_path(mac: &str) -> String {
+    format!("{ADAPTER_PATH}/dev_{}", norm_mac(mac).replace(':', "_"))
+}
+
+fn norm_mac(mac: &str) -> String {
+    mac.trim().to_ascii_uppercase()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configuration
+
+/// Faults of one device; all off by default. Set them at any time with [`MockBluez::set_faults`]
+/// or [`MockBluez::update_faults`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Faults {
+    /// Sizes of successive notifications of a reply frame, cycled (e.g. `[7, 13, 1, 20]`);
+    /// empty = 20-byte chunks (MTU 23). The pattern restarts for each frame.
+    pub chunk_sizes: Vec<usize>,
+    /// Wait before the first notification of a reply (or before a read returns).
+    pub reply_delay: Duration,
+    /// Wait between notifications (a connection interval); zero by default.
+    pub chunk_gap: Duration,
+    /// Accept writes but never answer (a read then hangs for 60 s and fails).
+    pub silent: bool,
+    /// Emitted as a notification of its own before each reply.
+    pub garbage_before: Vec<u8>,
+    /// The next N replies get a wrong checksum (PowerMon: one record byte altered).
+    pub corrupt_checksum_next: u32,
+    /// Before each of the next N replies, first send the reply of a different register (the
+    /// previously asked one if it differs, else another configured register).
+    pub stale_next: u32,
+    /// Once: after that many notifications of a reply (0 = before the first), drop the link
+    /// (PropertiesChanged Notifying=false, ServicesResolved=false, Connected=false; GATT objects
+    /// removed). Cleared when it fires. PowerMon: the next read drops the link and fails.
+    pub drop_link_after_chunks: Option<usize>,
+    /// Every Nth poll (JBD: read request of register 0x03; PowerMon: a read), drop the link
+    /// after the first notification of the reply (PowerMon: instead of answering).
+    pub drop_link_every_polls: Option<u32>,
+    /// The next K `Connect` calls fail with `org.bluez.Error.Failed: le-connection-abort-by-local`.
+    pub refuse_connects: u32,
+    /// `Connect` takes this long (also when refused).
+    pub connect_delay: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JbdUuids {
+    /// Service ff00, notify ff01, write ff02.
+    Ff00,
+    /// Service fff0, notify fff1, write fff2 (e.g. JBD-DH04SC02 dongles).
+    Fff0,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PowerMonFirmware {
+    /// Service 7a95ce00-..., 52-byte record.
+    Old,
+    /// Service ec7c0000-..., 54-byte COBS-framed value.
+    New,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum DeviceKind {
+    Jbd {
+        uuids: JbdUuids,
+        /// Flags of the write characteristic: "write-without-response" and/or "write".
+        write_flags: Vec<String>,
+        /// register -> full reply frame.
+        replies: BTreeMap<u8, Vec<u8>>,
+    },
+    PowerMon {
+        firmware: PowerMonFirmware,
+        record: Vec<u8>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct MockDevice {
+    pub mac: String,
+    pub name: String,
+    pub kind: DeviceKind,
+    /// Exported from the start (cached by BlueZ); else it appears on the first StartDiscovery.
+    pub known: bool,
+    pub rssi: i16,
+    /// "public" or "random".
+    pub address_type: String,
+    /// Device1.UUIDs (advertised services).
+    pub advertised_uuids: Vec<String>,
+    /// ServicesResolved turns true this long after Connect returned.
+    pub resolve_delay: Duration,
+    /// Keep GATT objects exported while disconnected (as for a bonded device).
+    pub gatt_cached: bool,
+    /// GattCharacteristic1.MTU.
+    pub mtu: u16,
+    pub faults: Faults,
+}
+
+impl MockDevice {
+    fn new(mac: &str, name: &str, kind: DeviceKind, adv: &str) -> Self {
+        MockDevice {
+            mac: norm_mac(mac),
+            name: name.to_string(),
+            kind,
+            known: true,
+            rssi: -67,
+            address_type: "public".into(),
+            advertised_uuids: vec![adv.to_string()],
+            resolve_delay: Duration::from_millis(50),
+            gatt_cached: false,
+            mtu: 23,
+            faults: Faults::default(),
+        }
+    }
+
+    /// JBD BMS on ff00/ff01/ff02, write-without-response, no registers (every request gets
+    /// `DD reg 80 00 FF 80 77`) until replies are added.
+    pub fn jbd(mac: &str, name: &str) -> Self {
+        Self::new(
+            mac,
+            name,
+            DeviceKind::Jbd {
+                uuids: JbdUuids::Ff00,
+                write_flags: vec!["write-without-response".into()],
+                replies: BTreeMap::new(),
+            },
+            JBD_SERVICE,
+        )
+    }
+
+    /// JBD BMS on fff0/fff1/fff2.
+    pub fn jbd_fff0(mac: &str, name: &str) -> Self {
+        let mut d = Self::jbd(mac, name);
+        if let DeviceKind::Jbd { uuids, .. } = &mut d.kind {
+            *uuids = JbdUuids::Fff0;
+        }
+        d.advertised_uuids = vec![JBD_ALT_SERVICE.into()];
+        d
+    }
+
+    /// Thornwave PowerMon (random address type, as the real ones).
+    pub fn powermon(mac: &str, name: &str, firmware: PowerMonFirmware, record: Vec<u8>) -> Self {
+        let adv = match firmware {
+            PowerMonFirmware::Old => POWERMON_OLD_SERVICE,
+            PowerMonFirmware::New => POWERMON_NEW_SERVICE,
+        };
+        let mut d = Self::new(mac, name, DeviceKind::PowerMon { firmware, record }, adv);
+        d.address_type = "random".into();
+        d
+    }
+
+    /// Not known to BlueZ: appears (InterfacesAdded) only after StartDiscovery.
+    pub fn appears_on_scan(mut self) -> Self {
+        self.known = false;
+        self
+    }
+
+    /// Flags of the JBD write characteristic, e.g. `&["write"]`.
+    pub fn with_write_flags(mut self, flags: &[&str]) -> Self {
+        if let DeviceKind::Jbd { write_flags, .. } = &mut self.kind {
+            *write_flags = flags.iter().map(|s| s.to_string()).collect();
+        }
+        self
+    }
+
+    pub fn with_reply(mut self, reg: u8, frame: Vec<u8>) -> Self {
+        if let DeviceKind::Jbd { replies, .. } = &mut self.kind {
+            replies.insert(reg, frame);
+        }
+        self
+    }
+
+    pub fn with_replies(mut self, map: BTreeMap<u8, Vec<u8>>) -> Self {
+        if let DeviceKind::Jbd { replies, .. } = &mut self.kind {
+            replies.extend(map);
+        }
+        self
+    }
+
+    pub fn with_faults(mut self, faults: Faults) -> Self {
+        self.faults = faults;
+        self
+    }
+
+    pub fn with_rssi(mut self, rssi: i16) -> Self {
+        self.rssi = rssi;
+        self
+    }
+
+    pub fn with_resolve_delay(mut self, d: Duration) -> Self {
+        self.resolve_delay = d;
+        self
+    }
+
+    pub fn with_gatt_cached(mut self, cached: bool) -> Self {
+        self.gatt_cached = cached;
+        self
+    }
+
+    pub fn with_address_type(mut self, t: &str) -> Self {
+        self.address_type = t.into();
+        self
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Events
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// A Connect call that succeeded.
+    Connect {
+        mac: String,
+    },
+    /// A Connect call failed because of `refuse_connects`.
+    ConnectRefused {
+        mac: String,
+    },
+    /// A Disconnect call (whether or not the device was connected).
+    Disconnect {
+        mac: String,
+    },
+    /// The mock dropped the link (fault or [`MockBluez::drop_link`]).
+    LinkDropped {
+        mac: String,
+    },
+    StartNotify {
+        mac: String,
+        uuid: String,
+    },
+    StopNotify {
+        mac: String,
+        uuid: String,
+    },
+    /// An accepted WriteValue; `write_type` is the `type` option ("request"/"command"/"").
+    Write {
+        mac: String,
+        bytes: Vec<u8>,
+        write_type: String,
+    },
+    /// A WriteValue rejected (not connected, or a write type the characteristic lacks).
+    WriteRejected {
+        mac: String,
+        bytes: Vec<u8>,
+        write_type: String,
+        error: String,
+    },
+    /// A ReadValue call (PowerMon record or other readable characteristic).
+    Read {
+        mac: String,
+    },
+    /// One notification sent (PropertiesChanged of Value on the notify characteristic).
+    Notify {
+        mac: String,
+        bytes: Vec<u8>,
+    },
+    StartDiscovery,
+    StopDiscovery,
+    /// `org.bluez` went away ([`MockBluez::restart`] / [`MockBluez::stop`]).
+    BluezStopped,
+    /// `org.bluez` (re)appeared.
+    BluezStarted,
+}
+
+impl EventKind {
+    pub fn mac(&self) -> Option<&str> {
+        match self {
+            EventKind::Connect { mac }
+            | EventKind::ConnectRefused { mac }
+            | EventKind::Disconnect { mac }
+            | EventKind::LinkDropped { mac }
+            | EventKind::StartNotify { mac, .. }
+            | EventKind::StopNotify { mac, .. }
+            | EventKind::Write { mac, .. }
+            | EventKind::WriteRejected { mac, .. }
+            | EventKind::Read { mac }
+            | EventKind::Notify { mac, .. } => Some(mac),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MockEvent {
+    pub at: Instant,
+    pub kind: EventKind,
+}
+
+impl MockEvent {
+    pub fn mac(&self) -> Option<&str> {
+        self.kind.mac()
+    }
+
+    /// True for an event of this device.
+    pub fn is_for(&self, mac: &str) -> bool {
+        self.mac().is_some_and(|m| m.eq_ignore_ascii_case(mac))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared state
+
+struct DevState {
+    cfg: MockDevice,
+    /// Device1 is on the bus.
+    exported: bool,
+    gatt_exported: bool,
+    connected: bool,
+    connecting: bool,
+    services_resolved: bool,
+    notifying: bool,
+    /// Bumped on every connect and link loss, so work of an older link stops.
+    link_epoch: u64,
+    last_reg: Option<u8>,
+    polls: u64,
+    rssi_tick: i16,
+    char_values: HashMap<String, Vec<u8>>,
+    /// Serialises connect completion, disconnects and link drops (object add/remove).
+    link_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Serialises replies, so two replies never interleave.
+    reply_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl DevState {
+    fn new(cfg: MockDevice) -> Self {
+        let mut char_values = HashMap::new();
+        if let DeviceKind::PowerMon { record, .. } = &cfg.kind {
+            for ch in layout(&cfg).1 {
+                char_values.insert(ch.uuid.clone(), record.clone());
+            }
+        }
+        DevState {
+            exported: cfg.known,
+            cfg,
+            gatt_exported: false,
+            connected: false,
+            connecting: false,
+            services_resolved: false,
+            notifying: false,
+            link_epoch: 0,
+            last_reg: None,
+            polls: 0,
+            rssi_tick: 0,
+            char_values,
+            link_lock: Arc::default(),
+            reply_lock: Arc::default(),
+        }
+    }
+}
+
+struct State {
+    conn: Option<Connection>,
+    generation: u64,
+    powered: bool,
+    /// Unique names of the clients that have a discovery session.
+    discovering: HashSet<String>,
+    devices: BTreeMap<String, DevState>,
+    events: Vec<MockEvent>,
+}
+
+impl State {
+    fn push(&mut self, kind: EventKind) {
+        if self.events.len() >= MAX_EVENTS {
+            self.events.drain(..MAX_EVENTS / 2);
+        }
+        self.events.push(MockEvent {
+            at: Instant::now(),
+            kind,
+        });
+    }
+
+    fn dev(&mut self, mac: &str) -> Result<&mut DevState, BluezError> {
+        self.devices
+            .get_mut(mac)
+            .ok_or_else(|| BluezError::DoesNotExist("Does Not Exist".into()))
+    }
+}
+
+struct Shared {
+    st: Mutex<State>,
+    cv: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.st.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, kind: EventKind) {
+        self.lock().push(kind);
+        self.cv.notify_all();
+    }
+
+    /// The connection of the current generation, if BlueZ is up and still that generation.
+    fn conn_of(&self, generation: u64) -> Option<Connection> {
+        let st = self.lock();
+        if st.generation == generation {
+            st.conn.clone()
+        } else {
+            None
+        }
+    }
+}
+
+type Sh = Arc<Shared>;
+
+fn log(msg: &str) {
+    eprintln!("[mock-bluez] {msg}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+#[derive(Debug, zbus::DBusError)]
+#[zbus(prefix = "org.bluez.Error")]
+pub enum BluezError {
+    #[zbus(error)]
+    ZBus(zbus::Error),
+    Failed(String),
+    InProgress(String),
+    NotReady(String),
+    NotSupported(String),
+    NotPermitted(String),
+    NotConnected(String),
+    DoesNotExist(String),
+    InvalidArguments(String),
+}
+
+// ---------------------------------------------------------------------------------------------
+// GATT layout
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CharRole {
+    JbdNotify,
+    JbdWrite,
+    Record,
+}
+
+#[derive(Clone, Debug)]
+struct CharLayout {
+    suffix: &'static str,
+    uuid: String,
+    flags: Vec<String>,
+    role: CharRole,
+}
+
+/// (service uuid, characteristics); the service is `service0010`.
+fn layout(cfg: &MockDevice) -> (String, Vec<CharLayout>) {
+    match &cfg.kind {
+        DeviceKind::Jbd {
+            uuids, write_flags, ..
+        } => {
+            let (s, n, w) = match uuids {
+                JbdUuids::Ff00 => (JBD_SERVICE, JBD_NOTIFY, JBD_WRITE),
+                JbdUuids::Fff0 => (JBD_ALT_SERVICE, JBD_ALT_NOTIFY, JBD_ALT_WRITE),
+            };
+            (
+                s.into(),
+                vec![
+                    CharLayout {
+                        suffix: "char0011",
+                        uuid: n.into(),
+                        flags: vec!["read".into(), "notify".into()],
+                        role: CharRole::JbdNotify,
+                    },
+                    CharLayout {
+                        suffix: "char0014",
+                        uuid: w.into(),
+                        flags: write_flags.clone(),
+                        role: CharRole::JbdWrite,
+                    },
+                ],
+            )
+        }
+        DeviceKind::PowerMon { firmware, .. } => {
+            let (s, c) = match firmware {
+                PowerMonFirmware::Old => (POWERMON_OLD_SERVICE, POWERMON_OLD_CHAR),
+                PowerMonFirmware::New => (POWERMON_NEW_SERVICE, POWERMON_NEW_CHAR),
+            };
+            (
+                s.into(),
+                vec![CharLayout {
+                    suffix: "char0014",
+                    uuid: c.into(),
+                    flags: vec!["read".into()],
+                    role: CharRole::Record,
+                }],
+            )
+        }
+    }
+}
+
+fn service_path(mac: &str) -> String {
+    format!("{}/service0010", device_path(mac))
+}
+
+fn char_path(mac: &str, suffix: &str) -> String {
+    format!("{}/{suffix}", service_path(mac))
+}
+
+fn notify_char(cfg: &MockDevice) -> Option<CharLayout> {
+    layout(cfg)
+        .1
+        .into_iter()
+        .find(|c| c.role == CharRole::JbdNotify)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signals and object export
+
+async fn emit_changed(conn: &Connection, path: &str, iface: &str, props: Vec<(&str, Value<'_>)>) {
+    let changed: HashMap<&str, Value<'_>> = props.into_iter().collect();
+    let body = (iface, changed, Vec::<&str>::new());
+    if let Err(e) = conn
+        .emit_signal(
+            None::<&str>,
+            path,
+            "org.freedesktop.DBus.Properties",
+            "PropertiesChanged",
+            &body,
+        )
+        .await
+    {
+        log(&format!("PropertiesChanged {path} {iface}: {e}"));
+    }
+}
+
+async fn export_device(conn: &Connection, sh: &Sh, mac: &str) {
+    let path = device_path(mac);
+    let iface = Device1 {
+        sh: sh.clone(),
+        mac: mac.to_string(),
+    };
+    if let Err(e) = conn.object_server().at(path.as_str(), iface).await {
+        log(&format!("export {path}: {e}"));
+    }
+    let cached = sh
+        .lock()
+        .devices
+        .get(mac)
+        .is_some_and(|d| d.cfg.gatt_cached);
+    if cached {
+        export_gatt(conn, sh, mac).await;
+    }
+}
+
+async fn export_gatt(conn: &Connection, sh: &Sh, mac: &str) {
+    let cfg = {
+        let mut st = sh.lock();
+        let Some(d) = st.devices.get_mut(mac) else {
+            return;
+        };
+        if d.gatt_exported {
+            return;
+        }
+        d.gatt_exported = true;
+        d.cfg.clone()
+    };
+    let (svc_uuid, chars) = layout(&cfg);
+    let spath = service_path(mac);
+    let svc = GattService1 {
+        uuid: svc_uuid,
+        device: owned_path(&device_path(mac)),
+    };
+    if let Err(e) = conn.object_server().at(spath.as_str(), svc).await {
+        log(&format!("export {spath}: {e}"));
+    }
+    for ch in chars {
+        let cpath = char_path(mac, ch.suffix);
+        let iface = GattCharacteristic1 {
+            sh: sh.clone(),
+            mac: mac.to_string(),
+            uuid: ch.uuid.clone(),
+            service: owned_path(&spath),
+            flags: ch.flags.clone(),
+            role: ch.role,
+        };
+        if let Err(e) = conn.object_server().at(cpath.as_str(), iface).await {
+            log(&format!("export {cpath}: {e}"));
+        }
+    }
+}
+
+async fn unexport_gatt(conn: &Connection, sh: &Sh, mac: &str) {
+    let cfg = {
+        let mut st = sh.lock();
+        let Some(d) = st.devices.get_mut(mac) else {
+            return;
+        };
+        if !d.gatt_exported {
+            return;
+        }
+        d.gatt_exported = false;
+        d.cfg.clone()
+    };
+    for ch in layout(&cfg).1 {
+        let _ = conn
+            .object_server()
+            .remove::<GattCharacteristic1, _>(char_path(mac, ch.suffix).as_str())
+            .await;
+    }
+    let _ = conn
+        .object_server()
+        .remove::<GattService1, _>(service_path(mac).as_str())
+        .await;
+}
+
+fn owned_path(p: &str) -> OwnedObjectPath {
+    OwnedObjectPath::try_from(p.to_string()).expect("valid object path")
+}
+
+/// Bring `org.bluez` up on `address`: serve all objects first, then take the name.
+async fn come_up(sh: Sh, address: String) -> zbus::Result<()> {
+    let conn = zbus::connection::Builder::address(address.as_str())
+        .serve_at("/", zbus::fdo::ObjectManager)
+        .serve_at(ADAPTER_PATH, Adapter1 { sh: sh.clone() })
+        .build()
+        .await?;
+    let macs: Vec<String> = {
+        let mut st = sh.lock();
+        st.generation += 1;
+        st.conn = Some(conn.clone());
+        st.powered = true;
+        st.devices
+            .iter()
+            .filter(|(_, d)| d.exported)
+            .map(|(m, _)| m.clone())
+            .collect()
+    };
+    for mac in macs {
+        export_device(&conn, &sh, &mac).await;
+    }
+    conn.request_name(BLUEZ_NAME).await?;
+    sh.push(EventKind::BluezStarted);
+    Ok(())
+}
+
+/// `org.bluez` goes away: name released, connection closed, every link lost.
+async fn go_away(sh: Sh) {
+    let conn = {
+        let mut st = sh.lock();
+        st.generation += 1;
+        st.discovering.clear();
+        for d in st.devices.values_mut() {
+            d.connected = false;
+            d.connecting = false;
+            d.services_resolved = false;
+            d.notifying = false;
+            d.gatt_exported = false;
+            d.link_epoch += 1;
+        }
+        let conn = st.conn.take();
+        if conn.is_some() {
+            st.push(EventKind::BluezStopped);
+        }
+        conn
+    };
+    sh.cv.notify_all();
+    if let Some(conn) = conn {
+        let _ = conn.release_name(BLUEZ_NAME).await;
+        let _ = conn.close().await;
+    }
+}
+
+/// Link loss or Disconnect: Notifying=false, ServicesResolved=false, Connected=false, GATT
+/// objects removed (unless cached).
+async fn disconnect_device(sh: Sh, mac: String, dropped: bool) {
+    let Some(link) = sh.lock().devices.get(&mac).map(|d| d.link_lock.clone()) else {
+        return;
+    };
+    let _guard = link.lock().await;
+    let (generation, was_connected, was_notifying, cfg) = {
+        let mut st = sh.lock();
+        let generation = st.generation;
+        let Ok(d) = st.dev(&mac) else { return };
+        let was_connected = d.connected;
+        let was_notifying = d.notifying;
+        d.connected = false;
+        d.services_resolved = false;
+        d.notifying = false;
+        if was_connected {
+            d.link_epoch += 1;
+        }
+        let cfg = d.cfg.clone();
+        if dropped && was_connected {
+            st.push(EventKind::LinkDropped { mac: mac.clone() });
+        }
+        (generation, was_connected, was_notifying, cfg)
+    };
+    sh.cv.notify_all();
+    let Some(conn) = sh.conn_of(generation) else {
+        return;
+    };
+    if was_notifying && let Some(ch) = notify_char(&cfg) {
+        emit_changed(
+            &conn,
+            &char_path(&mac, ch.suffix),
+            GATT_CHAR1,
+            vec![("Notifying", Value::from(false))],
+        )
+        .await;
+    }
+    if was_connected {
+        emit_changed(
+            &conn,
+            &device_path(&mac),
+            DEVICE1,
+            vec![
+                ("ServicesResolved", Value::from(false)),
+                ("Connected", Value::from(false)),
+            ],
+        )
+        .await;
+    }
+    if !cfg.gatt_cached {
+        unexport_gatt(&conn, &sh, &mac).await;
+    }
+}
+
+/// After Connect returned: export GATT objects, then ServicesResolved=true.
+async fn resolve_services(sh: Sh, mac: String, generation: u64, epoch: u64, delay: Duration) {
+    tokio::time::sleep(delay).await;
+    let Some(link) = sh.lock().devices.get(&mac).map(|d| d.link_lock.clone()) else {
+        return;
+    };
+    let _guard = link.lock().await;
+    let still = |sh: &Sh| {
+        let st = sh.lock();
+        st.generation == generation
+            && st
+                .devices
+                .get(&mac)
+                .is_some_and(|d| d.connected && d.link_epoch == epoch)
+    };
+    if !still(&sh) {
+        return;
+    }
+    let Some(conn) = sh.conn_of(generation) else {
+        return;
+    };
+    export_gatt(&conn, &sh, &mac).await;
+    {
+        let mut st = sh.lock();
+        match st.devices.get_mut(&mac) {
+            Some(d) if d.connected && d.link_epoch == epoch => d.services_resolved = true,
+            _ => return,
+        }
+    }
+    emit_changed(
+        &conn,
+        &device_path(&mac),
+        DEVICE1,
+        vec![("ServicesResolved", Value::from(true))],
+    )
+    .await;
+}
+
+/// While discovering: announce devices not yet exported, then "advertise" (RSSI changes).
+async fn discovery_task(sh: Sh, generation: u64) {
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let Some(conn) = sh.conn_of(generation) else {
+        return;
+    };
+    let new: Vec<String> = {
+        let mut st = sh.lock();
+        let macs: Vec<String> = st
+            .devices
+            .iter()
+            .filter(|(_, d)| !d.exported)
+            .map(|(m, _)| m.clone())
+            .collect();
+        for m in &macs {
+            if let Some(d) = st.devices.get_mut(m) {
+                d.exported = true;
+            }
+        }
+        macs
+    };
+    for mac in new {
+        export_device(&conn, &sh, &mac).await;
+    }
+    for _ in 0..5 {
+        let adverts: Vec<(String, i16)> = {
+            let mut st = sh.lock();
+            if st.generation != generation || st.discovering.is_empty() {
+                return;
+            }
+            st.devices
+                .iter_mut()
+                .filter(|(_, d)| d.exported && !d.connected)
+                .map(|(m, d)| {
+                    d.rssi_tick = (d.rssi_tick + 1) % 3;
+                    (m.clone(), d.cfg.rssi - d.rssi_tick)
+                })
+                .collect()
+        };
+        for (mac, rssi) in adverts {
+            emit_changed(
+                &conn,
+                &device_path(&mac),
+                DEVICE1,
+                vec![("RSSI", Value::from(rssi))],
+            )
+            .await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+enum Note {
+    Garbage(Vec<u8>),
+    Frame(Vec<u8>),
+}
+
+fn split(bytes: &[u8], pattern: &[usize]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    let mut k = 0;
+    while i < bytes.len() {
+        let n = if pattern.is_empty() {
+            20
+        } else {
+            pattern[k % pattern.len()].max(1)
+        };
+        k += 1;
+        let end = (i + n).min(bytes.len());
+        out.push(bytes[i..end].to_vec());
+        i = end;
+    }
+    out
+}
+
+/// Answer a JBD read request with notifications, applying the device's faults.
+async fn jbd_respond(sh: Sh, mac: String, reg: u8, generation: u64, epoch: u64) {
+    // Let the WriteValue reply go out first, as on a real link.
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let Some(reply_lock) = sh.lock().devices.get(&mac).map(|d| d.reply_lock.clone()) else {
+        return;
+    };
+    let _guard = reply_lock.lock().await;
+    let alive = |sh: &Sh| {
+        let st = sh.lock();
+        st.generation == generation
+            && st
+                .devices
+                .get(&mac)
+                .is_some_and(|d| d.connected && d.notifying && d.link_epoch == epoch)
+    };
+    if !alive(&sh) {
+        return;
+    }
+    let (notes, faults, notify_path, notify_uuid, drop_after) = {
+        let mut st = sh.lock();
+        let Ok(d) = st.dev(&mac) else { return };
+        if d.cfg.faults.silent {
+            return;
+        }
+        let DeviceKind::Jbd { replies, .. } = &d.cfg.kind else {
+            return;
+        };
+        let replies = replies.clone();
+        let mut drop_after = d.cfg.faults.drop_link_after_chunks;
+        if reg == 0x03 {
+            d.polls += 1;
+            if let Some(n) = d.cfg.faults.drop_link_every_polls
+                && n > 0
+                && d.polls % u64::from(n) == 0
+            {
+                drop_after = Some(1);
+            }
+        }
+        let f = &mut d.cfg.faults;
+        let mut notes = Vec::new();
+        if !f.garbage_before.is_empty() {
+            notes.push(Note::Garbage(f.garbage_before.clone()));
+        }
+        if f.stale_next > 0 {
+            f.stale_next -= 1;
+            let other = d
+                .last_reg
+                .filter(|&r| r != reg)
+                .or_else(|| replies.keys().copied().find(|&r| r != reg))
+                .unwrap_or(if reg == 0x03 { 0x04 } else { 0x03 });
+            let frame = replies
+                .get(&other)
+                .cloned()
+                .unwrap_or_else(|| jbd_frame(other, 0x80, &[]));
+            notes.push(Note::Frame(frame));
+        }
+        let mut frame = replies
+            .get(&reg)
+            .cloned()
+            .unwrap_or_else(|| jbd_frame(reg, 0x80, &[]));
+        if f.corrupt_checksum_next > 0 {
+            f.corrupt_checksum_next -= 1;
+            let i = frame.len().saturating_sub(2);
+            if i > 0 {
+                frame[i] ^= 0x5A;
+            }
+        }
+        notes.push(Note::Frame(frame));
+        d.last_reg = Some(reg);
+        let faults = d.cfg.faults.clone();
+        let ch = notify_char(&d.cfg).expect("JBD has a notify characteristic");
+        if drop_after == Some(0) && faults.drop_link_after_chunks == Some(0) {
+            d.cfg.faults.drop_link_after_chunks = None;
+        }
+        (
+            notes,
+            faults,
+            char_path(&mac, ch.suffix),
+            ch.uuid,
+            drop_after,
+        )
+    };
+    if drop_after == Some(0) {
+        disconnect_device(sh.clone(), mac.clone(), true).await;
+        return;
+    }
+    if !faults.reply_delay.is_zero() {
+        tokio::time::sleep(faults.reply_delay).await;
+    }
+    let mut frame_chunks = 0usize;
+    for note in notes {
+        let (chunks, counts) = match note {
+            Note::Garbage(g) => (vec![g], false),
+            Note::Frame(f) => (split(&f, &faults.chunk_sizes), true),
+        };
+        for chunk in chunks {
+            if !alive(&sh) {
+                return;
+            }
+            let Some(conn) = sh.conn_of(generation) else {
+                return;
+            };
+            {
+                let mut st = sh.lock();
+                if let Some(d) = st.devices.get_mut(&mac) {
+                    d.char_values.insert(notify_uuid.clone(), chunk.clone());
+                }
+                st.push(EventKind::Notify {
+                    mac: mac.clone(),
+                    bytes: chunk.clone(),
+                });
+            }
+            sh.cv.notify_all();
+            emit_changed(
+                &conn,
+                &notify_path,
+                GATT_CHAR1,
+                vec![("Value", Value::from(chunk))],
+            )
+            .await;
+            if counts {
+                frame_chunks += 1;
+                if drop_after == Some(frame_chunks) {
+                    {
+                        let mut st = sh.lock();
+                        if let Some(d) = st.devices.get_mut(&mac)
+                            && d.cfg.faults.drop_link_after_chunks == Some(frame_chunks)
+                        {
+                            d.cfg.faults.drop_link_after_chunks = None;
+                        }
+                    }
+                    disconnect_device(sh.clone(), mac.clone(), true).await;
+                    return;
+                }
+            }
+            if !faults.chunk_gap.is_zero() {
+                tokio::time::sleep(faults.chunk_gap).await;
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// D-Bus interfaces
+
+struct Adapter1 {
+    sh: Sh,
+}
+
+#[interface(name = "org.bluez.Adapter1", introspection_docs = false)]
+impl Adapter1 {
+    async fn start_discovery(&self, #[zbus(header)] hdr: Header<'_>) -> Result<(), BluezError> {
+        let sender = hdr.sender().map(|s| s.to_string()).unwrap_or_default();
+        let (first, generation) = {
+            let mut st = self.sh.lock();
+            if !st.powered {
+                return Err(BluezError::NotReady("Resource Not Ready".into()));
+            }
+            if st.discovering.contains(&sender) {
+                return Err(BluezError::InProgress(
+                    "Operation already in progress".into(),
+                ));
+            }
+            let first = st.discovering.is_empty();
+            st.discovering.insert(sender);
+            st.push(EventKind::StartDiscovery);
+            (first, st.generation)
+        };
+        self.sh.cv.notify_all();
+        if let Some(conn) = self.sh.conn_of(generation) {
+            if first {
+                emit_changed(
+                    &conn,
+                    ADAPTER_PATH,
+                    ADAPTER1,
+                    vec![("Discovering", Value::from(true))],
+                )
+                .await;
+            }
+            tokio::spawn(discovery_task(self.sh.clone(), generation));
+        }
+        Ok(())
+    }
+
+    async fn stop_discovery(&self, #[zbus(header)] hdr: Header<'_>) -> Result<(), BluezError> {
+        let sender = hdr.sender().map(|s| s.to_string()).unwrap_or_default();
+        let (last, generation) = {
+            let mut st = self.sh.lock();
+            if !st.discovering.remove(&sender) {
+                return Err(BluezError::Failed("No discovery started".into()));
+            }
+            st.push(EventKind::StopDiscovery);
+            (st.discovering.is_empty(), st.generation)
+        };
+        self.sh.cv.notify_all();
+        if last && let Some(conn) = self.sh.conn_of(generation) {
+            emit_changed(
+                &conn,
+                ADAPTER_PATH,
+                ADAPTER1,
+                vec![("Discovering", Value::from(false))],
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    async fn set_discovery_filter(&self, _filter: HashMap<String, OwnedValue>) {}
+
+    async fn get_discovery_filters(&self) -> Vec<String> {
+        [
+            "UUIDs",
+            "RSSI",
+            "Pathloss",
+            "Transport",
+            "DuplicateData",
+            "Discoverable",
+            "Pattern",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    async fn remove_device(&self, device: OwnedObjectPath) -> Result<(), BluezError> {
+        let mac = {
+            let st = self.sh.lock();
+            st.devices
+                .keys()
+                .find(|m| device_path(m) == device.as_str())
+                .cloned()
+        };
+        let Some(mac) = mac else {
+            return Err(BluezError::DoesNotExist("Does Not Exist".into()));
+        };
+        let sh = self.sh.clone();
+        // Off the handler: it removes objects.
+        tokio::spawn(async move {
+            disconnect_device(sh.clone(), mac.clone(), false).await;
+            let generation = sh.lock().generation;
+            if let Some(conn) = sh.conn_of(generation) {
+                unexport_gatt(&conn, &sh, &mac).await;
+                let _ = conn
+                    .object_server()
+                    .remove::<Device1, _>(device_path(&mac).as_str())
+                    .await;
+            }
+            if let Some(d) = sh.lock().devices.get_mut(&mac) {
+                d.exported = false;
+            }
+        });
+        Ok(())
+    }
+
+    #[zbus(property)]
+    fn address(&self) -> String {
+        ADAPTER_ADDRESS.into()
+    }
+
+    #[zbus(property)]
+    fn address_type(&self) -> String {
+        "public".into()
+    }
+
+    #[zbus(property)]
+    fn name(&self) -> String {
+        "mock-bluez".into()
+    }
+
+    #[zbus(property)]
+    fn alias(&self) -> String {
+        "mock-bluez".into()
+    }
+
+    #[zbus(property)]
+    fn class(&self) -> u32 {
+        0x0000_0000
+    }
+
+    #[zbus(property)]
+    fn powered(&self) -> bool {
+        self.sh.lock().powered
+    }
+
+    #[zbus(property)]
+    fn set_powered(&self, value: bool) {
+        self.sh.lock().powered = value;
+    }
+
+    #[zbus(property)]
+    fn discoverable(&self) -> bool {
+        false
+    }
+
+    #[zbus(property)]
+    fn pairable(&self) -> bool {
+        true
+    }
+
+    #[zbus(property)]
+    fn discovering(&self) -> bool {
+        !self.sh.lock().discovering.is_empty()
+    }
+
+    #[zbus(property, name = "UUIDs")]
+    fn uuids(&self) -> Vec<String> {
+        vec![
+            "00001800-0000-1000-8000-00805f9b34fb".into(),
+            "00001801-0000-1000-8000-00805f9b34fb".into(),
+        ]
+    }
+
+    #[zbus(property)]
+    fn modalias(&self) -> String {
+        "usb:v1D6Bp0246d0548".into()
+    }
+
+    #[zbus(property)]
+    fn roles(&self) -> Vec<String> {
+        vec!["central".into(), "peripheral".into()]
+    }
+}
+
+struct Device1 {
+    sh: Sh,
+    mac: String,
+}
+
+impl Device1 {
+    fn get<T>(&self, f: impl FnOnce(&DevState) -> T) -> Option<T> {
+        self.sh.lock().devices.get(&self.mac).map(f)
+    }
+}
+
+#[interface(name = "org.bluez.Device1", introspection_docs = false)]
+impl Device1 {
+    async fn connect(&self) -> Result<(), BluezError> {
+        let mac = self.mac.clone();
+        let (delay, refuse, generation) = {
+            let mut st = self.sh.lock();
+            let generation = st.generation;
+            let d = st.dev(&mac)?;
+            if d.connected {
+                return Ok(());
+            }
+            if d.connecting {
+                return Err(BluezError::InProgress("In Progress".into()));
+            }
+            d.connecting = true;
+            let refuse = d.cfg.faults.refuse_connects > 0;
+            if refuse {
+                d.cfg.faults.refuse_connects -= 1;
+            }
+            (d.cfg.faults.connect_delay, refuse, generation)
+        };
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let (epoch, resolve_delay) = {
+            let mut st = self.sh.lock();
+            if st.generation != generation {
+                return Err(BluezError::Failed(
+                    "Software caused connection abort".into(),
+                ));
+            }
+            let d = st.dev(&mac)?;
+            d.connecting = false;
+            if refuse {
+                st.push(EventKind::ConnectRefused { mac: mac.clone() });
+                drop(st);
+                self.sh.cv.notify_all();
+                return Err(BluezError::Failed("le-connection-abort-by-local".into()));
+            }
+            d.connected = true;
+            d.link_epoch += 1;
+            let out = (d.link_epoch, d.cfg.resolve_delay);
+            st.push(EventKind::Connect { mac: mac.clone() });
+            out
+        };
+        self.sh.cv.notify_all();
+        if let Some(conn) = self.sh.conn_of(generation) {
+            emit_changed(
+                &conn,
+                &device_path(&mac),
+                DEVICE1,
+                vec![("Connected", Value::from(true))],
+            )
+            .await;
+        }
+        tokio::spawn(resolve_services(
+            self.sh.clone(),
+            mac,
+            generation,
+            epoch,
+            resolve_delay,
+        ));
+        Ok(())
+    }
+
+    async fn disconnect(&self) -> Result<(), BluezError> {
+        self.sh.push(EventKind::Disconnect {
+            mac: self.mac.clone(),
+        });
+        // Done in a task of its own: it removes GATT objects.
+        let task = tokio::spawn(disconnect_device(self.sh.clone(), self.mac.clone(), false));
+        let _ = task.await;
+        Ok(())
+    }
+
+    #[zbus(property)]
+    fn address(&self) -> String {
+        self.mac.clone()
+    }
+
+    #[zbus(property)]
+    fn address_type(&self) -> String {
+        self.get(|d| d.cfg.address_type.clone()).unwrap_or_default()
+    }
+
+    #[zbus(property)]
+    fn name(&self) -> String {
+        self.get(|d| d.cfg.name.clone()).unwrap_or_default()
+    }
+
+    #[zbus(property)]
+    fn alias(&self) -> String {
+        self.get(|d| d.cfg.name.clone()).unwrap_or_default()
+    }
+
+    #[zbus(property, name = "RSSI")]
+    fn rssi(&self) -> i16 {
+        self.get(|d| d.cfg.rssi - d.rssi_tick).unwrap_or(-127)
+    }
+
+    #[zbus(property, name = "UUIDs")]
+    fn uuids(&self) -> Vec<String> {
+        self.get(|d| d.cfg.advertised_uuids.clone())
+            .unwrap_or_default()
+    }
+
+    #[zbus(property)]
+    fn paired(&self) -> bool {
+        false
+    }
+
+    #[zbus(property)]
+    fn bonded(&self) -> bool {
+        false
+    }
+
+    #[zbus(property)]
+    fn connected(&self) -> bool {
+        self.get(|d| d.connected).unwrap_or(false)
+    }
+
+    #[zbus(property)]
+    fn services_resolved(&self) -> bool {
+        self.get(|d| d.services_resolved).unwrap_or(false)
+    }
+
+    #[zbus(property)]
+    fn trusted(&self) -> bool {
+        false
+    }
+
+    #[zbus(property)]
+    fn blocked(&self) -> bool {
+        false
+    }
+
+    #[zbus(property)]
+    fn legacy_pairing(&self) -> bool {
+        false
+    }
+
+    #[zbus(property)]
+    fn adapter(&self) -> OwnedObjectPath {
+        owned_path(ADAPTER_PATH)
+    }
+}
+
+struct GattService1 {
+    uuid: String,
+    device: OwnedObjectPath,
+}
+
+#[interface(name = "org.bluez.GattService1", introspection_docs = false)]
+impl GattService1 {
+    #[zbus(property, name = "UUID")]
+    fn uuid(&self) -> String {
+        self.uuid.clone()
+    }
+
+    #[zbus(property)]
+    fn primary(&self) -> bool {
+        true
+    }
+
+    #[zbus(property)]
+    fn device(&self) -> OwnedObjectPath {
+        self.device.clone()
+    }
+}
+
+struct GattCharacteristic1 {
+    sh: Sh,
+    mac: String,
+    uuid: String,
+    service: OwnedObjectPath,
+    flags: Vec<String>,
+    role: CharRole,
+}
+
+impl GattCharacteristic1 {
+    fn has_flag(&self, f: &str) -> bool {
+        self.flags.iter().any(|x| x == f)
+    }
+
+    /// Connected, and the generation/epoch of that link.
+    fn link(&self) -> Result<(u64, u64), BluezError> {
+        let mut st = self.sh.lock();
+        let generation = st.generation;
+        let d = st.dev(&self.mac)?;
+        if !d.connected {
+            return Err(BluezError::Failed("Not connected".into()));
+        }
+        Ok((generation, d.link_epoch))
+    }
+}
+
+fn option_str(options: &HashMap<String, OwnedValue>, key: &str) -> String {
+    options
+        .get(key)
+        .and_then(|v| match &**v {
+            Value::Str(s) => Some(s.to_string()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+fn option_u16(options: &HashMap<String, OwnedValue>, key: &str) -> usize {
+    options
+        .get(key)
+        .and_then(|v| match &**v {
+            Value::U16(n) => Some(usize::from(*n)),
+            Value::U32(n) => Some(*n as usize),
+            Value::U64(n) => Some(*n as usize),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
+#[interface(name = "org.bluez.GattCharacteristic1", introspection_docs = false)]
+impl GattCharacteristic1 {
+    async fn read_value(
+        &self,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<Vec<u8>, BluezError> {
+        if !self.has_flag("read") {
+            return Err(BluezError::NotPermitted("Read not permitted".into()));
+        }
+        let (_generation, epoch) = self.link()?;
+        let mac = self.mac.clone();
+        let (faults, drop_now) = {
+            let mut st = self.sh.lock();
+            st.push(EventKind::Read { mac: mac.clone() });
+            let d = st.dev(&mac)?;
+            let mut drop_now = false;
+            if self.role == CharRole::Record && !d.cfg.faults.silent {
+                d.polls += 1;
+                if let Some(n) = d.cfg.faults.drop_link_every_polls
+                    && n > 0
+                    && d.polls % u64::from(n) == 0
+                {
+                    drop_now = true;
+                }
+                if d.cfg.faults.drop_link_after_chunks.take().is_some() {
+                    drop_now = true;
+                }
+            }
+            (d.cfg.faults.clone(), drop_now)
+        };
+        self.sh.cv.notify_all();
+        if self.role == CharRole::Record {
+            if faults.silent {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                return Err(BluezError::Failed("Operation timed out".into()));
+            }
+            if drop_now {
+                tokio::spawn(disconnect_device(self.sh.clone(), mac, true));
+                return Err(BluezError::Failed("Not connected".into()));
+            }
+            if !faults.reply_delay.is_zero() {
+                tokio::time::sleep(faults.reply_delay).await;
+            }
+        }
+        let mut value = {
+            let mut st = self.sh.lock();
+            let d = st.dev(&mac)?;
+            if !d.connected || d.link_epoch != epoch {
+                return Err(BluezError::Failed("Not connected".into()));
+            }
+            if self.role == CharRole::Record && d.cfg.faults.corrupt_checksum_next > 0 {
+                d.cfg.faults.corrupt_checksum_next -= 1;
+                let mut v = d.char_values.get(&self.uuid).cloned().unwrap_or_default();
+                if !v.is_empty() {
+                    let i = v.len() / 2;
+                    v[i] ^= 0x5A;
+                }
+                v
+            } else {
+                d.char_values.get(&self.uuid).cloned().unwrap_or_default()
+            }
+        };
+        let offset = option_u16(&options, "offset");
+        if offset > value.len() {
+            return Err(BluezError::Failed("Invalid offset".into()));
+        }
+        value.drain(..offset);
+        Ok(value)
+    }
+
+    async fn write_value(
+        &self,
+        value: Vec<u8>,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<(), BluezError> {
+        let write_type = option_str(&options, "type");
+        let mac = self.mac.clone();
+        let reject = |error: BluezError| {
+            let msg = format!("{error:?}");
+            self.sh.push(EventKind::WriteRejected {
+                mac: mac.clone(),
+                bytes: value.clone(),
+                write_type: write_type.clone(),
+                error: msg,
+            });
+            error
+        };
+        // BlueZ: "request" needs "write", "command" needs "write-without-response"; no type
+        // picks whichever the characteristic has.
+        let ok = match write_type.as_str() {
+            "request" => self.has_flag("write"),
+            "command" => self.has_flag("write-without-response"),
+            "reliable" => self.has_flag("reliable-write"),
+            _ => self.has_flag("write") || self.has_flag("write-without-response"),
+        };
+        if !ok {
+            return Err(reject(BluezError::NotSupported(
+                "Operation is not supported".into(),
+            )));
+        }
+        let (generation, epoch) = match self.link() {
+            Ok(l) => l,
+            Err(e) => return Err(reject(e)),
+        };
+        self.sh.push(EventKind::Write {
+            mac: mac.clone(),
+            bytes: value.clone(),
+            write_type: write_type.clone(),
+        });
+        if self.role == CharRole::JbdWrite {
+            match parse_jbd_read_request(&value) {
+                Some(reg) => {
+                    tokio::spawn(jbd_respond(self.sh.clone(), mac, reg, generation, epoch));
+                }
+                None => log(&format!(
+                    "{mac}: ignoring write that is not a JBD read request: {value:02X?}"
+                )),
+            }
+        } else if let Some(d) = self.sh.lock().devices.get_mut(&mac) {
+            d.char_values.insert(self.uuid.clone(), value);
+        }
+        Ok(())
+    }
+
+    async fn start_notify(&self) -> Result<(), BluezError> {
+        if !self.has_flag("notify") && !self.has_flag("indicate") {
+            return Err(BluezError::NotSupported("Notify not supported".into()));
+        }
+        let (generation, _) = self.link()?;
+        let was = {
+            let mut st = self.sh.lock();
+            let d = st.dev(&self.mac)?;
+            let was = d.notifying;
+            d.notifying = true;
+            st.push(EventKind::StartNotify {
+                mac: self.mac.clone(),
+                uuid: self.uuid.clone(),
+            });
+            was
+        };
+        self.sh.cv.notify_all();
+        if !was && let Some(conn) = self.sh.conn_of(generation) {
+            let path = self.path();
+            emit_changed(
+                &conn,
+                &path,
+                GATT_CHAR1,
+                vec![("Notifying", Value::from(true))],
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    async fn stop_notify(&self) -> Result<(), BluezError> {
+        let generation = {
+            let mut st = self.sh.lock();
+            let generation = st.generation;
+            let d = st.dev(&self.mac)?;
+            if !d.notifying || self.role != CharRole::JbdNotify {
+                return Err(BluezError::Failed("No notify session started".into()));
+            }
+            d.notifying = false;
+            st.push(EventKind::StopNotify {
+                mac: self.mac.clone(),
+                uuid: self.uuid.clone(),
+            });
+            generation
+        };
+        self.sh.cv.notify_all();
+        if let Some(conn) = self.sh.conn_of(generation) {
+            emit_changed(
+                &conn,
+                &self.path(),
+                GATT_CHAR1,
+                vec![("Notifying", Value::from(false))],
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    #[zbus(property, name = "UUID")]
+    fn uuid(&self) -> String {
+        self.uuid.clone()
+    }
+
+    #[zbus(property)]
+    fn service(&self) -> OwnedObjectPath {
+        self.service.clone()
+    }
+
+    #[zbus(property)]
+    fn value(&self) -> Vec<u8> {
+        let st = self.sh.lock();
+        st.devices
+            .get(&self.mac)
+            .and_then(|d| d.char_values.get(&self.uuid).cloned())
+            .unwrap_or_default()
+    }
+
+    #[zbus(property)]
+    fn flags(&self) -> Vec<String> {
+        self.flags.clone()
+    }
+
+    #[zbus(property)]
+    fn notifying(&self) -> bool {
+        self.role == CharRole::JbdNotify
+            && self
+                .sh
+                .lock()
+                .devices
+                .get(&self.mac)
+                .is_some_and(|d| d.notifying)
+    }
+
+    #[zbus(property, name = "MTU")]
+    fn mtu(&self) -> u16 {
+        self.sh
+            .lock()
+            .devices
+            .get(&self.mac)
+            .map_or(23, |d| d.cfg.mtu)
+    }
+}
+
+impl GattCharacteristic1 {
+    fn path(&self) -> String {
+        let suffix = match self.role {
+            CharRole::JbdNotify => "char0011",
+            CharRole::JbdWrite | CharRole::Record => "char0014",
+        };
+        char_path(&self.mac, suffix)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handle
+
+/// Synchronous handle to a running mock BlueZ. Dropping it shuts the mock down (its connection
+/// closes, so `org.bluez` vanishes from the bus).
+pub struct MockBluez {
+    rt: Option<tokio::runtime::Runtime>,
+    sh: Sh,
+    address: String,
+}
+
+impl MockBluez {
+    /// Serve `org.bluez` (adapter hci0, no devices yet) on the bus at `bus_address`.
+    pub fn start(bus_address: &str) -> MockBluez {
+        Self::start_with(bus_address, Vec::new())
+    }
+
+    /// Serve `org.bluez` with these devices (known ones exported before the name is taken).
+    pub fn start_with(bus_address: &str, devices: Vec<MockDevice>) -> MockBluez {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("mock-bluez")
+            .enable_all()
+            .build()
+            .expect("tokio runtime for the mock");
+        let sh = Arc::new(Shared {
+            st: Mutex::new(State {
+                conn: None,
+                generation: 0,
+                powered: true,
+                discovering: HashSet::new(),
+                devices: devices
+                    .into_iter()
+                    .map(|d| (d.mac.clone(), DevState::new(d)))
+                    .collect(),
+                events: Vec::new(),
+            }),
+            cv: Condvar::new(),
+        });
+        let mock = MockBluez {
+            rt: Some(rt),
+            sh,
+            address: bus_address.to_string(),
+        };
+        let sh = mock.sh.clone();
+        let addr = mock.address.clone();
+        if let Err(e) = mock.run(come_up(sh, addr)) {
+            panic!("mock BlueZ failed to start on {bus_address}: {e}");
+        }
+        mock
+    }
+
+    /// Run `fut` on the mock's runtime and wait for its result.
+    fn run<T: Send + 'static>(&self, fut: impl Future<Output = T> + Send + 'static) -> T {
+        let (tx, rx) = mpsc::channel();
+        self.rt.as_ref().expect("runtime").spawn(async move {
+            let _ = tx.send(fut.await);
+        });
+        rx.recv().expect("mock BlueZ runtime stopped")
+    }
+
+    pub fn bus_address(&self) -> &str {
+        &self.address
+    }
+
+    /// Add a device. A known one is exported at once (InterfacesAdded); one made with
+    /// `appears_on_scan()` shows up on the next StartDiscovery.
+    pub fn add_device(&self, dev: MockDevice) {
+        let mac = dev.mac.clone();
+        let (export, generation) = {
+            let mut st = self.sh.lock();
+            let known = dev.known;
+            st.devices.insert(mac.clone(), DevState::new(dev));
+            (known, st.generation)
+        };
+        if export {
+            let sh = self.sh.clone();
+            self.run(async move {
+                if let Some(conn) = sh.conn_of(generation) {
+                    export_device(&conn, &sh, &mac).await;
+                }
+            });
+        }
+    }
+
+    fn with_dev<T>(&self, mac: &str, f: impl FnOnce(&mut DevState) -> T) -> T {
+        let mac = norm_mac(mac);
+        let mut st = self.sh.lock();
+        let d = st
+            .devices
+            .get_mut(&mac)
+            .unwrap_or_else(|| panic!("mock has no device {mac}"));
+        f(d)
+    }
+
+    pub fn set_faults(&self, mac: &str, faults: Faults) {
+        self.with_dev(mac, |d| d.cfg.faults = faults);
+    }
+
+    pub fn update_faults(&self, mac: &str, f: impl FnOnce(&mut Faults)) {
+        self.with_dev(mac, |d| f(&mut d.cfg.faults));
+    }
+
+    /// The device's current faults (counters as left by the replies so far).
+    pub fn faults(&self, mac: &str) -> Faults {
+        self.with_dev(mac, |d| d.cfg.faults.clone())
+    }
+
+    /// Set the full reply frame of a JBD register.
+    pub fn set_reply(&self, mac: &str, reg: u8, frame: Vec<u8>) {
+        self.with_dev(mac, |d| {
+            if let DeviceKind::Jbd { replies, .. } = &mut d.cfg.kind {
+                replies.insert(reg, frame);
+            } else {
+                panic!("{mac} is not a JBD device");
+            }
+        });
+    }
+
+    /// Remove a JBD register (it then gets the "unknown command" reply).
+    pub fn remove_reply(&self, mac: &str, reg: u8) {
+        self.with_dev(mac, |d| {
+            if let DeviceKind::Jbd { replies, .. } = &mut d.cfg.kind {
+                replies.remove(&reg);
+            }
+        });
+    }
+
+    /// Set the value a PowerMon read returns.
+    pub fn set_record(&self, mac: &str, bytes: Vec<u8>) {
+        self.with_dev(mac, |d| {
+            let uuid = layout(&d.cfg).1[0].uuid.clone();
+            if let DeviceKind::PowerMon { record, .. } = &mut d.cfg.kind {
+                *record = bytes.clone();
+            } else {
+                panic!("{mac} is not a PowerMon device");
+            }
+            d.char_values.insert(uuid, bytes);
+        });
+    }
+
+    /// Drop the link now, as a device going out of range would (LinkDropped event).
+    pub fn drop_link(&self, mac: &str) {
+        let sh = self.sh.clone();
+        let mac = norm_mac(mac);
+        self.run(disconnect_device(sh, mac, true));
+    }
+
+    pub fn is_connected(&self, mac: &str) -> bool {
+        self.with_dev(mac, |d| d.connected)
+    }
+
+    pub fn is_notifying(&self, mac: &str) -> bool {
+        self.with_dev(mac, |d| d.notifying)
+    }
+
+    /// Whether a client has a discovery session.
+    pub fn is_discovering(&self) -> bool {
+        !self.sh.lock().discovering.is_empty()
+    }
+
+    /// `org.bluez` goes away (name released, connection closed, all links lost), stays away
+    /// for 300 ms, and comes back with the same devices, all disconnected.
+    pub fn restart(&self) {
+        self.restart_after(Duration::from_millis(300));
+    }
+
+    pub fn restart_after(&self, downtime: Duration) {
+        self.stop();
+        std::thread::sleep(downtime);
+        self.resume();
+    }
+
+    /// `org.bluez` goes away until [`resume`](Self::resume).
+    pub fn stop(&self) {
+        let sh = self.sh.clone();
+        self.run(go_away(sh));
+    }
+
+    /// `org.bluez` comes back (after [`stop`](Self::stop)).
+    pub fn resume(&self) {
+        let sh = self.sh.clone();
+        let addr = self.address.clone();
+        if self.sh.lock().conn.is_some() {
+            return;
+        }
+        if let Err(e) = self.run(come_up(sh, addr)) {
+            panic!("mock BlueZ failed to come back: {e}");
+        }
+    }
+
+    pub fn events(&self) -> Vec<MockEvent> {
+        self.sh.lock().events.clone()
+    }
+
+    pub fn clear_events(&self) {
+        self.sh.lock().events.clear();
+    }
+
+    pub fn count(&self, pred: impl Fn(&MockEvent) -> bool) -> usize {
+        self.sh.lock().events.iter().filter(|e| pred(e)).count()
+    }
+
+    /// Wait until some recorded event matches (also one recorded before the call).
+    pub fn wait_for(&self, pred: impl Fn(&MockEvent) -> bool, timeout: Duration) -> bool {
+        self.wait_for_count(pred, 1, timeout)
+    }
+
+    /// Wait until at least `n` recorded events match.
+    pub fn wait_for_count(
+        &self,
+        pred: impl Fn(&MockEvent) -> bool,
+        n: usize,
+        timeout: Duration,
+    ) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut st = self.sh.lock();
+        loop {
+            if st.events.iter().filter(|e| pred(e)).count() >= n {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            st = self
+                .sh
+                .cv
+                .wait_timeout(st, (deadline - now).min(Duration::from_millis(50)))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
+impl Drop for MockBluez {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
