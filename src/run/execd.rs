@@ -109,6 +109,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     let mut stdout = std::io::stdout();
     let mut buf = Vec::with_capacity(4096);
 
+    let mut failure: Option<anyhow::Error> = None;
     let why = loop {
         let tick = async {
             match timer.as_mut() {
@@ -123,8 +124,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
             _ = tick => Event::Tick,
             Some((i, result)) = in_flight.next(), if !in_flight.is_empty() => {
                 busy[i] = false;
-                if !emit(&mut stdout, &mut buf, result)? {
-                    break "stdout closed";
+                match emit(&mut stdout, &mut buf, result) {
+                    Ok(true) => {}
+                    Ok(false) => break "stdout closed",
+                    Err(e) => {
+                        failure = Some(e);
+                        break "fatal error";
+                    }
                 }
                 continue;
             }
@@ -154,8 +160,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     while !in_flight.is_empty() {
         tokio::select! {
             Some((_, result)) = in_flight.next() => {
-                if !emit(&mut stdout, &mut buf, result)? {
-                    break;
+                match emit(&mut stdout, &mut buf, result) {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(e) => {
+                        failure.get_or_insert(e);
+                        break;
+                    }
                 }
             }
             _ = &mut grace => break,
@@ -164,10 +175,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     drop(in_flight);
     shutdown(handles).await;
     log::info!("all devices disconnected");
-    Ok(EXIT_OK)
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(EXIT_OK),
+    }
 }
 
 /// Writes one poll result; `Ok(false)` when stdout is gone (Telegraf stopped reading).
+/// A device task that died is an error: we exit non-zero so Telegraf restarts us.
 fn emit(
     stdout: &mut std::io::Stdout,
     buf: &mut Vec<u8>,
@@ -175,6 +190,7 @@ fn emit(
 ) -> anyhow::Result<bool> {
     let reading = match result {
         Ok(r) => r,
+        Err(e @ crate::device::DeviceError::TaskGone { .. }) => return Err(e.into()),
         // The device task already logged this once per state change.
         Err(e) => {
             log::debug!("{e}");
