@@ -448,6 +448,8 @@ struct State {
     powered: bool,
     /// Unique names of the clients that have a discovery session.
     discovering: HashSet<String>,
+    /// Service UUIDs of the last SetDiscoveryFilter (lowercase; empty = no filter).
+    scan_uuids: Vec<String>,
     devices: BTreeMap<String, DevState>,
     events: Vec<MockEvent>,
 }
@@ -756,48 +758,63 @@ async fn go_away(sh: Sh) {
     }
 }
 
-/// Link loss or Disconnect: Notifying=false, ServicesResolved=false, Connected=false, GATT
-/// objects removed (unless cached).
-async fn disconnect_device(sh: Sh, mac: String, dropped: bool) {
-    let Some(link) = sh.lock().devices.get(&mac).map(|d| d.link_lock.clone()) else {
-        return;
-    };
-    let _guard = link.lock().await;
-    let (generation, was_connected, was_notifying, cfg) = {
-        let mut st = sh.lock();
-        let generation = st.generation;
-        let Ok(d) = st.dev(&mac) else { return };
-        let was_connected = d.connected;
-        let was_notifying = d.notifying;
-        d.connected = false;
-        d.services_resolved = false;
-        d.notifying = false;
-        if was_connected {
-            d.link_epoch += 1;
-        }
-        let cfg = d.cfg.clone();
-        if dropped && was_connected {
-            st.push(EventKind::LinkDropped { mac: mac.clone() });
-        }
-        (generation, was_connected, was_notifying, cfg)
-    };
+/// What a link loss changed, for [`announce_down`].
+struct Down {
+    generation: u64,
+    was_connected: bool,
+    was_notifying: bool,
+    cfg: MockDevice,
+}
+
+/// The state side of a link loss or Disconnect, done at once under the state lock (so a call
+/// that comes next already sees the device disconnected).
+fn mark_down(st: &mut State, mac: &str, dropped: bool) -> Option<Down> {
+    let generation = st.generation;
+    let d = st.devices.get_mut(mac)?;
+    let was_connected = d.connected;
+    let was_notifying = d.notifying;
+    d.connected = false;
+    d.services_resolved = false;
+    d.notifying = false;
+    if was_connected {
+        d.link_epoch += 1;
+    }
+    let cfg = d.cfg.clone();
+    if dropped && was_connected {
+        st.push(EventKind::LinkDropped {
+            mac: mac.to_string(),
+        });
+    }
+    Some(Down {
+        generation,
+        was_connected,
+        was_notifying,
+        cfg,
+    })
+}
+
+/// The bus side of a link loss: PropertiesChanged Notifying=false, then ServicesResolved=false
+/// and Connected=false, then GATT objects removed (unless cached). Call with the link lock held.
+async fn announce_down(sh: &Sh, mac: &str, down: Down) {
     sh.cv.notify_all();
-    let Some(conn) = sh.conn_of(generation) else {
+    let Some(conn) = sh.conn_of(down.generation) else {
         return;
     };
-    if was_notifying && let Some(ch) = notify_char(&cfg) {
+    if down.was_notifying
+        && let Some(ch) = notify_char(&down.cfg)
+    {
         emit_changed(
             &conn,
-            &char_path(&mac, ch.suffix),
+            &char_path(mac, ch.suffix),
             GATT_CHAR1,
             vec![("Notifying", Value::from(false))],
         )
         .await;
     }
-    if was_connected {
+    if down.was_connected {
         emit_changed(
             &conn,
-            &device_path(&mac),
+            &device_path(mac),
             DEVICE1,
             vec![
                 ("ServicesResolved", Value::from(false)),
@@ -806,8 +823,24 @@ async fn disconnect_device(sh: Sh, mac: String, dropped: bool) {
         )
         .await;
     }
-    if !cfg.gatt_cached {
-        unexport_gatt(&conn, &sh, &mac).await;
+    if !down.cfg.gatt_cached {
+        unexport_gatt(&conn, sh, mac).await;
+    }
+}
+
+fn link_lock(sh: &Sh, mac: &str) -> Option<Arc<tokio::sync::Mutex<()>>> {
+    sh.lock().devices.get(mac).map(|d| d.link_lock.clone())
+}
+
+/// Link loss or Disconnect, state and signals.
+async fn disconnect_device(sh: Sh, mac: String, dropped: bool) {
+    let Some(link) = link_lock(&sh, &mac) else {
+        return;
+    };
+    let _guard = link.lock().await;
+    let down = mark_down(&mut sh.lock(), &mac, dropped);
+    if let Some(down) = down {
+        announce_down(&sh, &mac, down).await;
     }
 }
 
@@ -849,7 +882,8 @@ async fn resolve_services(sh: Sh, mac: String, generation: u64, epoch: u64, dela
     .await;
 }
 
-/// While discovering: announce devices not yet exported, then "advertise" (RSSI changes).
+/// While discovering: announce devices not yet exported, then "advertise" (RSSI changes);
+/// both limited to the service UUIDs of the discovery filter, if it has any.
 async fn discovery_task(sh: Sh, generation: u64) {
     tokio::time::sleep(Duration::from_millis(30)).await;
     let Some(conn) = sh.conn_of(generation) else {
@@ -857,10 +891,11 @@ async fn discovery_task(sh: Sh, generation: u64) {
     };
     let new: Vec<String> = {
         let mut st = sh.lock();
+        let filter = st.scan_uuids.clone();
         let macs: Vec<String> = st
             .devices
             .iter()
-            .filter(|(_, d)| !d.exported)
+            .filter(|(_, d)| !d.exported && matches_filter(&d.cfg, &filter))
             .map(|(m, _)| m.clone())
             .collect();
         for m in &macs {
@@ -879,9 +914,10 @@ async fn discovery_task(sh: Sh, generation: u64) {
             if st.generation != generation || st.discovering.is_empty() {
                 return;
             }
+            let filter = st.scan_uuids.clone();
             st.devices
                 .iter_mut()
-                .filter(|(_, d)| d.exported && !d.connected)
+                .filter(|(_, d)| d.exported && !d.connected && matches_filter(&d.cfg, &filter))
                 .map(|(m, d)| {
                     d.rssi_tick = (d.rssi_tick + 1) % 3;
                     (m.clone(), d.cfg.rssi - d.rssi_tick)
@@ -899,6 +935,15 @@ async fn discovery_task(sh: Sh, generation: u64) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Whether a device's advertised UUIDs pass a discovery filter (empty = everything).
+fn matches_filter(cfg: &MockDevice, uuids: &[String]) -> bool {
+    uuids.is_empty()
+        || cfg
+            .advertised_uuids
+            .iter()
+            .any(|u| uuids.contains(&u.to_ascii_lowercase()))
 }
 
 enum Note {
@@ -1132,7 +1177,22 @@ impl Adapter1 {
         Ok(())
     }
 
-    async fn set_discovery_filter(&self, _filter: HashMap<String, OwnedValue>) {}
+    async fn set_discovery_filter(&self, filter: HashMap<String, OwnedValue>) {
+        let uuids = filter
+            .get("UUIDs")
+            .map(|v| match &**v {
+                Value::Array(a) => a
+                    .iter()
+                    .filter_map(|x| match x {
+                        Value::Str(s) => Some(s.to_ascii_lowercase()),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            })
+            .unwrap_or_default();
+        self.sh.lock().scan_uuids = uuids;
+    }
 
     async fn get_discovery_filters(&self) -> Vec<String> {
         [
@@ -1283,6 +1343,11 @@ impl Device1 {
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
+        // Wait for a link loss being announced to finish, so Connected=false never follows
+        // this Connected=true.
+        let link = link_lock(&self.sh, &mac)
+            .ok_or_else(|| BluezError::DoesNotExist("Does Not Exist".into()))?;
+        let _guard = link.lock().await;
         let (epoch, resolve_delay) = {
             let mut st = self.sh.lock();
             if st.generation != generation {
@@ -1514,7 +1579,18 @@ impl GattCharacteristic1 {
                 return Err(BluezError::Failed("Operation timed out".into()));
             }
             if drop_now {
-                tokio::spawn(disconnect_device(self.sh.clone(), mac, true));
+                if let Some(link) = link_lock(&self.sh, &mac) {
+                    let guard = link.lock_owned().await;
+                    let down = mark_down(&mut self.sh.lock(), &mac, true);
+                    let sh = self.sh.clone();
+                    // Off the handler: it removes this very object.
+                    tokio::spawn(async move {
+                        if let Some(down) = down {
+                            announce_down(&sh, &mac, down).await;
+                        }
+                        drop(guard);
+                    });
+                }
                 return Err(BluezError::Failed("Not connected".into()));
             }
             if !faults.reply_delay.is_zero() {
@@ -1745,6 +1821,7 @@ impl MockBluez {
                 generation: 0,
                 powered: true,
                 discovering: HashSet::new(),
+                scan_uuids: Vec::new(),
                 devices: devices
                     .into_iter()
                     .map(|d| (d.mac.clone(), DevState::new(d)))
@@ -1820,6 +1897,11 @@ impl MockBluez {
     /// The device's current faults (counters as left by the replies so far).
     pub fn faults(&self, mac: &str) -> Faults {
         self.with_dev(mac, |d| d.cfg.faults.clone())
+    }
+
+    /// How long after Connect returns ServicesResolved turns true (default 50 ms).
+    pub fn set_resolve_delay(&self, mac: &str, delay: Duration) {
+        self.with_dev(mac, |d| d.cfg.resolve_delay = delay);
     }
 
     /// Set the full reply frame of a JBD register.
