@@ -403,6 +403,13 @@ fn silent_device_never_delays_the_others_in_run() {
     assert_eq!(code, Some(0), "{err}");
     assert!(took < Duration::from_secs(3), "exit took {took:?}");
     assert!(rig.count(JBD_B, is_disconnect) >= 1);
+    // The silent one was mid-poll at shutdown: the poll is interrupted and it is disconnected
+    // too (a dangling connection would lock the phone app out of the BMS).
+    assert!(
+        rig.count(JBD_A, is_disconnect) >= 1,
+        "the silent device saw no Disconnect"
+    );
+    assert!(!rig.mock.is_connected(JBD_A));
 }
 
 #[test]

@@ -34,7 +34,9 @@ const SCAN_BOUND: Duration = Duration::from_secs(15);
 const SCAN_POLL: Duration = Duration::from_millis(250);
 /// Connecting takes longer than a reply on real hardware; never bound it below this.
 const MIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Bound on a disconnect at shutdown.
+/// Bounds at shutdown: StopNotify (politeness), then Disconnect (what matters: a JBD BMS
+/// accepts one connection). Together they stay inside the device task's shutdown grace.
+const UNSUBSCRIBE_TIMEOUT: Duration = Duration::from_millis(300);
 const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 type Notifications = Pin<Box<dyn Stream<Item = ValueNotification> + Send>>;
@@ -301,7 +303,7 @@ impl Link for BleLink {
         if let Some(conn) = self.conn.take() {
             if let Some(n) = &conn.notify {
                 let _ =
-                    tokio::time::timeout(DISCONNECT_TIMEOUT, conn.peripheral.unsubscribe(n)).await;
+                    tokio::time::timeout(UNSUBSCRIBE_TIMEOUT, conn.peripheral.unsubscribe(n)).await;
             }
             drop(conn.notifications);
             match tokio::time::timeout(DISCONNECT_TIMEOUT, conn.peripheral.disconnect()).await {

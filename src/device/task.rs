@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until};
 
@@ -66,15 +66,14 @@ fn hint(kind: DeviceKind, err: &str) -> &'static str {
     }
 }
 
-enum Command {
-    Poll(oneshot::Sender<Result<Reading, DeviceError>>),
-    Shutdown(oneshot::Sender<()>),
-}
+type Reply = oneshot::Sender<Result<Reading, DeviceError>>;
 
 /// Handle to a running device task.
 pub struct DeviceHandle {
     pub spec: Arc<DeviceSpec>,
-    tx: mpsc::Sender<Command>,
+    polls: mpsc::Sender<Reply>,
+    /// Set to true to stop: interrupts a poll or connect in progress, then disconnects.
+    stop: watch::Sender<bool>,
     join: JoinHandle<()>,
 }
 
@@ -85,23 +84,24 @@ impl DeviceHandle {
             device: self.spec.name.clone(),
         };
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Command::Poll(tx)).await.map_err(|_| gone())?;
+        self.polls.send(tx).await.map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
     }
 
-    /// Disconnects the device and ends its task (bounded: a hung BlueZ call does not block
-    /// shutdown past the grace period).
-    pub async fn shutdown(self) {
-        let (tx, rx) = oneshot::channel();
-        if self.tx.send(Command::Shutdown(tx)).await.is_ok()
-            && tokio::time::timeout(SHUTDOWN_GRACE, rx).await.is_err()
+    /// Interrupts whatever the device is doing, disconnects it and ends its task (bounded: a
+    /// hung BlueZ call does not block shutdown past the grace period).
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        if tokio::time::timeout(SHUTDOWN_GRACE, &mut self.join)
+            .await
+            .is_err()
         {
             log::warn!(
                 "{}: disconnect did not finish in {SHUTDOWN_GRACE:?}",
                 self.spec.name
             );
+            self.join.abort();
         }
-        self.join.abort();
     }
 
     /// True if the task ended (it only ends on shutdown).
@@ -133,7 +133,8 @@ struct Task<L> {
 /// Starts the task for `spec` over `link`. It connects at once.
 pub fn spawn<L: Link>(spec: DeviceSpec, link: L) -> DeviceHandle {
     let spec = Arc::new(spec);
-    let (tx, rx) = mpsc::channel(4);
+    let (polls, rx) = mpsc::channel(4);
+    let (stop, stop_rx) = watch::channel(false);
     let task = Task {
         spec: spec.clone(),
         link,
@@ -147,8 +148,13 @@ pub fn spawn<L: Link>(spec: DeviceSpec, link: L) -> DeviceHandle {
         last_logged: None,
         ever_connected: false,
     };
-    let join = tokio::spawn(task.run(rx));
-    DeviceHandle { spec, tx, join }
+    let join = tokio::spawn(task.run(rx, stop_rx));
+    DeviceHandle {
+        spec,
+        polls,
+        stop,
+        join,
+    }
 }
 
 /// Doubles the backoff up to the cap, with +-20 % jitter so devices do not retry in lockstep.
@@ -162,33 +168,43 @@ fn next_backoff(prev: Duration) -> Duration {
 }
 
 impl<L: Link> Task<L> {
-    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+    async fn run(mut self, mut polls: mpsc::Receiver<Reply>, mut stop: watch::Receiver<bool>) {
+        enum Next {
+            Poll(Reply),
+            Connect,
+            Stop,
+        }
         loop {
             let retry_at = match self.state {
                 State::Down { retry_at, .. } => Some(retry_at),
                 State::Up => None,
             };
-            tokio::select! {
+            let next = tokio::select! {
                 biased;
-                cmd = rx.recv() => match cmd {
-                    Some(Command::Poll(reply)) => {
-                        let result = self.poll().await;
+                _ = stop.changed() => Next::Stop,
+                reply = polls.recv() => reply.map_or(Next::Stop, Next::Poll),
+                _ = sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => Next::Connect,
+            };
+            // A stop interrupts a poll or a connect in progress: a silent device must not
+            // keep us (and its connection) past shutdown.
+            let stopped = match next {
+                Next::Stop => true,
+                Next::Poll(reply) => tokio::select! {
+                    result = self.poll() => {
                         let _ = reply.send(result);
+                        false
                     }
-                    Some(Command::Shutdown(ack)) => {
-                        self.link.disconnect().await;
-                        log::debug!("{}: disconnected", self.spec.name);
-                        let _ = ack.send(());
-                        return;
-                    }
-                    None => {
-                        self.link.disconnect().await;
-                        return;
-                    }
+                    _ = stop.changed() => true,
                 },
-                _ = sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {
-                    self.try_connect().await;
-                }
+                Next::Connect => tokio::select! {
+                    () = self.try_connect() => false,
+                    _ = stop.changed() => true,
+                },
+            };
+            if stopped {
+                self.link.disconnect().await;
+                log::debug!("{}: disconnected", self.spec.name);
+                return;
             }
         }
     }
