@@ -546,6 +546,58 @@ fn bluez_restart_is_survived() {
 }
 
 #[test]
+fn every_tick_gets_exactly_one_line_per_device_then_eof_disconnects_all() {
+    let rig = Rig::new(vec![
+        jbd_4s(JBD_A),
+        jbd_16s(JBD_B),
+        MockDevice::powermon(
+            PM_OLD,
+            "PowerMon",
+            PowerMonFirmware::Old,
+            powermon_old_sample().encode(),
+        ),
+    ]);
+    let mut e = rig.run(&[
+        "--jbd",
+        &format!("a={JBD_A}"),
+        "--jbd",
+        &format!("b={JBD_B}"),
+        "--powermon",
+        &format!("p={PM_OLD}"),
+    ]);
+    for _ in 0..10 {
+        e.tick();
+        let lines = e.read_lines(3, Duration::from_secs(20));
+        for dev in ["a", "b", "p"] {
+            line_for(&lines, dev);
+        }
+    }
+    // Nothing more than asked for.
+    assert!(e.lines_within(Duration::from_millis(300)).is_empty());
+    e.close_stdin();
+    let (code, took, err) = e.wait(Duration::from_secs(5));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    for mac in [JBD_A, JBD_B, PM_OLD] {
+        assert_eq!(
+            rig.count(mac, is_connect),
+            1,
+            "{mac} reconnected: the connection is kept"
+        );
+        assert!(
+            rig.count(mac, is_disconnect) >= 1,
+            "{mac} saw no Disconnect"
+        );
+    }
+    // 0x05 once per connection, then 0x03 + 0x04 per tick.
+    assert_eq!(rig.writes(JBD_A).len(), 1 + 2 * 10);
+    assert_eq!(
+        rig.count(PM_OLD, |k| matches!(k, EventKind::Read { .. })),
+        10
+    );
+}
+
+#[test]
 fn sigterm_disconnects_every_device() {
     let rig = Rig::new(vec![
         jbd_4s(JBD_A),
