@@ -282,3 +282,23 @@ fn config_check() {
         "{err}"
     );
 }
+
+#[test]
+fn run_with_bad_config_exits_2_at_start_naming_file_line_and_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("blebatt.toml");
+    std::fs::write(
+        &bad,
+        "[[device]]\nname = \"house\"\nkind = \"jbd\"\naddress = \"A4:C1:38:12:34:56\"\nmosfet = \"off\"\n",
+    )
+    .unwrap();
+    let (code, out, err) = run(&["run", "--config", bad.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(out.is_empty());
+    assert!(err.contains("blebatt.toml line 5"), "{err}");
+    assert!(
+        err.contains("unknown field `mosfet`") && err.contains("fix:"),
+        "{err}"
+    );
+    assert_log_prefixes(&err);
+}
