@@ -1,13 +1,34 @@
 //! Readings to Influx line protocol. The schema (measurement, tag and field names) lives here
 //! and nowhere else; dashboards and users depend on it, so names only ever get added.
 
+use std::borrow::Cow;
+
 use influxdb_line_protocol::LineProtocolBuilder;
 
-use crate::protocol::jbd::JbdReading;
+use crate::protocol::jbd::{self, JbdReading};
 use crate::protocol::powermon::PowermonReading;
 use crate::reading::{Reading, Values};
 
 pub const JBD_MEASUREMENT: &str = "jbd_bms";
+
+/// `protection_<name>` for each bit of [`jbd::PROTECTION_BITS`], in the same order.
+const PROTECTION_FIELDS: [&str; jbd::PROTECTION_BITS.len()] = [
+    "protection_cell_overvoltage",
+    "protection_cell_undervoltage",
+    "protection_pack_overvoltage",
+    "protection_pack_undervoltage",
+    "protection_charge_overtemperature",
+    "protection_charge_undertemperature",
+    "protection_discharge_overtemperature",
+    "protection_discharge_undertemperature",
+    "protection_charge_overcurrent",
+    "protection_discharge_overcurrent",
+    "protection_short_circuit",
+    "protection_frontend_ic_error",
+    "protection_mosfet_software_lock",
+    "protection_charge_mosfet_breakdown",
+    "protection_discharge_mosfet_breakdown",
+];
 pub const POWERMON_MEASUREMENT: &str = "powermon";
 
 /// One field value, typed as line protocol types it.
@@ -19,7 +40,7 @@ pub enum Field {
     Str(String),
 }
 
-impl influxdb_line_protocol::builder::FieldValue for Field {
+impl influxdb_line_protocol::builder::FieldValue for &Field {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         use influxdb_line_protocol::builder::FieldValue as F;
         match self {
@@ -42,7 +63,8 @@ fn round(v: f64, decimals: i32) -> f64 {
 pub struct Point {
     pub measurement: &'static str,
     pub tags: Vec<(&'static str, String)>,
-    pub fields: Vec<(String, Field)>,
+    /// Fixed names are borrowed; only numbered ones (`cell_7`) are built per line.
+    pub fields: Vec<(Cow<'static, str>, Field)>,
 }
 
 pub fn point(reading: &Reading) -> Point {
@@ -72,11 +94,11 @@ pub fn point(reading: &Reading) -> Point {
     }
 }
 
-pub fn jbd_fields(r: &JbdReading) -> Vec<(String, Field)> {
+pub fn jbd_fields(r: &JbdReading) -> Vec<(Cow<'static, str>, Field)> {
     use Field::*;
     let info = &r.info;
     let cells = &r.cells;
-    let mut f: Vec<(String, Field)> = vec![
+    let mut f: Vec<(Cow<'static, str>, Field)> = vec![
         ("voltage".into(), Float(info.voltage_v)),
         ("current".into(), Float(info.current_a)),
         ("power".into(), Float(round(info.power_w(), 3))),
@@ -90,21 +112,21 @@ pub fn jbd_fields(r: &JbdReading) -> Vec<(String, Field)> {
         ("cell_count".into(), Int(cells.volts.len() as i64)),
     ];
     for (i, v) in cells.volts.iter().enumerate() {
-        f.push((format!("cell_{}", i + 1), Float(*v)));
+        f.push((format!("cell_{}", i + 1).into(), Float(*v)));
     }
     f.push(("cell_min".into(), Float(cells.min())));
     f.push(("cell_max".into(), Float(cells.max())));
     f.push(("cell_avg".into(), Float(round(cells.avg(), 4))));
     f.push(("cell_delta".into(), Float(round(cells.delta(), 3))));
     for (i, t) in info.temperatures_c.iter().enumerate() {
-        f.push((format!("temperature_{}", i + 1), Float(*t)));
+        f.push((format!("temperature_{}", i + 1).into(), Float(*t)));
     }
     f.push(("balancing".into(), Int(info.balancing.into())));
     f.push(("charge_fet".into(), Bool(info.charge_fet_on)));
     f.push(("discharge_fet".into(), Bool(info.discharge_fet_on)));
     f.push(("protection".into(), Int(info.protection.0.into())));
-    for (name, on) in info.protection.flags() {
-        f.push((format!("protection_{name}"), Bool(on)));
+    for (i, (_, on)) in info.protection.flags().enumerate() {
+        f.push((PROTECTION_FIELDS[i].into(), Bool(on)));
     }
     f.push((
         "software_version".into(),
@@ -126,9 +148,9 @@ pub fn jbd_fields(r: &JbdReading) -> Vec<(String, Field)> {
     f
 }
 
-pub fn powermon_fields(r: &PowermonReading) -> Vec<(String, Field)> {
+pub fn powermon_fields(r: &PowermonReading) -> Vec<(Cow<'static, str>, Field)> {
     use Field::*;
-    let mut f: Vec<(String, Field)> = vec![
+    let mut f: Vec<(Cow<'static, str>, Field)> = vec![
         ("voltage1".into(), Float(r.voltage1_v)),
         ("voltage2".into(), Float(r.voltage2_v)),
         ("current".into(), Float(r.current_a)),
@@ -170,9 +192,9 @@ pub fn write_line(buf: &mut Vec<u8>, reading: &Reading) {
     for (k, v) in &p.tags {
         b = b.tag(k, v);
     }
-    let mut b = b.field(first_key, first_value.clone());
+    let mut b = b.field(first_key, first_value);
     for (k, v) in fields {
-        b = b.field(k, v.clone());
+        b = b.field(k, v);
     }
     *buf = b.timestamp(reading.time_ns).close_line().build();
 }

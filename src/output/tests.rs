@@ -149,3 +149,10 @@ fn non_finite_values_are_never_written() {
     );
     parse_lines(&text).collect::<Result<Vec<_>, _>>().unwrap();
 }
+
+#[test]
+fn protection_field_names_follow_the_protocol_bit_names() {
+    for (i, (_, name)) in jbd::PROTECTION_BITS.iter().enumerate() {
+        assert_eq!(super::PROTECTION_FIELDS[i], format!("protection_{name}"));
+    }
+}

@@ -74,9 +74,9 @@ pub fn main(cli: Cli) -> i32 {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    // Two worker threads are plenty for a handful of devices (and a Pi Zero has one core).
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: a handful of devices spend their time waiting on the radio, a Pi Zero has
+    // one core, and cross-thread wake-ups were the largest CPU cost measured (bench/README.md).
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("cannot start the tokio runtime")
