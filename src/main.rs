@@ -3,7 +3,18 @@
 use clap::Parser;
 
 fn main() {
-    let cli = blebatt::cli::Cli::parse();
+    let cli = match blebatt::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if e.use_stderr() => {
+            // Usage errors go to stderr like every other log line: prefixed for Telegraf.
+            for line in e.to_string().lines().filter(|l| !l.trim().is_empty()) {
+                eprintln!("E! {line}");
+            }
+            std::process::exit(blebatt::run::EXIT_USAGE);
+        }
+        // --help and --version: stdout, exit 0.
+        Err(e) => e.exit(),
+    };
     let verbosity = if cli.quiet {
         -1
     } else {

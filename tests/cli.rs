@@ -302,3 +302,15 @@ fn run_with_bad_config_exits_2_at_start_naming_file_line_and_fix() {
     );
     assert_log_prefixes(&err);
 }
+
+#[test]
+fn usage_errors_are_prefixed_and_exit_2() {
+    let (code, out, err) = run(&["run", "--no-such-flag"]);
+    assert_eq!(code, 2);
+    assert!(out.is_empty());
+    assert!(err.contains("--no-such-flag"), "{err}");
+    assert_log_prefixes(&err);
+    let (code, out, _) = run(&["--help"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("once") && out.contains("run") && out.contains("scan"));
+}
