@@ -4,8 +4,9 @@
 //! libdbus takes the system bus address from `DBUS_SYSTEM_BUS_ADDRESS`, which must not be set
 //! with `set_var` in a multi-threaded test binary. So each parent test starts a private bus and
 //! the mock, then runs the btleplug side in a child process: this same test binary, re-executed
-//! with `--exact <child test> --include-ignored` and the variable set. The child tests are
-//! `#[ignore]`d, and return at once when not started by a parent (no `MOCK_CHILD`).
+//! with `MOCK_CHILD=<scenario>` and the variable set. That needs our own `main` (the target has
+//! `harness = false` in Cargo.toml): it runs the named child scenario when `MOCK_CHILD` is set,
+//! and otherwise every parent test, each on its own thread, failing the run if any fails.
 //! `MOCK_CHILD_LOG=1` prints each child's stderr even when it passes.
 
 mod support;
@@ -56,10 +57,8 @@ fn spawn_child(name: &str, bus: &PrivateBus, limit: Duration) -> ChildHandle {
     let out = std::fs::File::create(dir.path().join("out")).unwrap();
     let err = std::fs::File::create(dir.path().join("err")).unwrap();
     let child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", name, "--include-ignored", "--nocapture"])
-        .args(["--test-threads", "1"])
         .env("DBUS_SYSTEM_BUS_ADDRESS", bus.address())
-        .env(CHILD_ENV, "1")
+        .env(CHILD_ENV, name)
         .env("RUST_BACKTRACE", "1")
         .stdin(Stdio::null())
         .stdout(out)
@@ -96,8 +95,8 @@ impl ChildHandle {
         };
         let read = |f: &str| std::fs::read_to_string(self.dir.path().join(f)).unwrap_or_default();
         let (stdout, stderr) = (read("out"), read("err"));
-        // The child's own test harness reports `1 passed`; make sure it ran the test at all.
-        let ran = stdout.contains("1 passed");
+        // The child prints this after its scenario returned; make sure it ran at all.
+        let ran = stdout.contains(&format!("child {} ok", self.name));
         ChildRun {
             ok: status.is_some_and(|s| s.success()) && ran,
             stdout: if status.is_none() {
@@ -141,7 +140,6 @@ fn jbd16_fff0_write() -> MockDevice {
         .with_replies(pack_16s().replies())
 }
 
-#[test]
 fn frames_and_fixtures() {
     // Known request checksums (protocols.md).
     assert_eq!(
@@ -193,7 +191,6 @@ fn frames_and_fixtures() {
     );
 }
 
-#[test]
 fn scan_finds_device_not_yet_known() {
     let bus = PrivateBus::start();
     let mock = MockBluez::start_with(
@@ -214,7 +211,6 @@ fn scan_finds_device_not_yet_known() {
     assert!(!mock.is_discovering());
 }
 
-#[test]
 fn jbd_request_reply_and_chunking() {
     let bus = PrivateBus::start();
     let mock = MockBluez::start_with(&bus.address(), vec![jbd4(), jbd16_fff0_write()]);
@@ -269,7 +265,6 @@ fn jbd_request_reply_and_chunking() {
     assert_eq!(sizes, expect);
 }
 
-#[test]
 fn jbd_faults_seen_by_btleplug() {
     let bus = PrivateBus::start();
     let mock = MockBluez::start_with(
@@ -312,7 +307,6 @@ fn jbd_faults_seen_by_btleplug() {
     );
 }
 
-#[test]
 fn powermon_reads_both_layouts() {
     let bus = PrivateBus::start();
     let mock = MockBluez::start_with(
@@ -347,7 +341,6 @@ fn powermon_reads_both_layouts() {
     );
 }
 
-#[test]
 fn refused_connects_then_success() {
     let bus = PrivateBus::start();
     let mock = MockBluez::start_with(
@@ -370,7 +363,6 @@ fn refused_connects_then_success() {
     assert_eq!(mock.faults(JBD4).refuse_connects, 0);
 }
 
-#[test]
 fn dropped_link_reports_disconnect() {
     let bus = PrivateBus::start();
     let mock = MockBluez::start_with(
@@ -399,14 +391,12 @@ fn dropped_link_reports_disconnect() {
     assert_eq!(mock.faults(JBD4).drop_link_after_chunks, None);
 }
 
-#[test]
 fn restart_makes_adapter_vanish_and_return() {
     restart_scenario(&PrivateBus::start());
 }
 
 /// The same on the reference bus, which answers calls to a vanished name with ServiceUnknown
 /// (the benchmark runs the mock on it). Skipped where dbus-daemon is not installed.
-#[test]
 fn restart_on_dbus_daemon() {
     let Some(bus) = PrivateBus::start_dbus_daemon() else {
         // CI installs dbus-daemon (.ci/run), so there this is a failure, never a skip.
@@ -482,10 +472,6 @@ mod child {
     pub const T: Duration = Duration::from_secs(10);
 
     pub fn run<F: std::future::Future<Output = ()>>(f: F) {
-        if std::env::var_os(super::CHILD_ENV).is_none() {
-            eprintln!("not started by a parent test: nothing to do");
-            return;
-        }
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -608,8 +594,6 @@ mod child {
     pub use btleplug::api::CentralEvent as Ev;
 }
 
-#[test]
-#[ignore = "child process of scan_finds_device_not_yet_known"]
 fn child_scan() {
     use btleplug::api::{Central, Peripheral as _, ScanFilter};
     use child::*;
@@ -669,8 +653,6 @@ fn child_scan() {
     });
 }
 
-#[test]
-#[ignore = "child process of jbd_request_reply_and_chunking"]
 fn child_jbd() {
     use btleplug::api::{Peripheral as _, WriteType};
     use child::*;
@@ -767,8 +749,6 @@ fn child_jbd() {
     });
 }
 
-#[test]
-#[ignore = "child process of jbd_faults_seen_by_btleplug"]
 fn child_faults() {
     use btleplug::api::{Central, Peripheral as _, WriteType};
     use child::*;
@@ -856,8 +836,6 @@ fn child_faults() {
     });
 }
 
-#[test]
-#[ignore = "child process of powermon_reads_both_layouts"]
 fn child_powermon() {
     use btleplug::api::{AddressType, Peripheral as _};
     use child::*;
@@ -889,8 +867,6 @@ fn child_powermon() {
     });
 }
 
-#[test]
-#[ignore = "child process of refused_connects_then_success"]
 fn child_refuse() {
     use btleplug::api::Peripheral as _;
     use child::*;
@@ -912,8 +888,6 @@ fn child_refuse() {
     });
 }
 
-#[test]
-#[ignore = "child process of dropped_link_reports_disconnect"]
 fn child_drop() {
     use btleplug::api::{Central, Peripheral as _, WriteType};
     use child::*;
@@ -977,8 +951,6 @@ fn child_drop() {
     });
 }
 
-#[test]
-#[ignore = "child process of restart_makes_adapter_vanish_and_return"]
 fn child_restart() {
     use btleplug::api::{Manager as _, Peripheral as _};
     use child::*;
@@ -1021,4 +993,75 @@ fn child_restart() {
         assert_eq!(v.len(), 52);
         p.disconnect().await.unwrap();
     });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Our own harness (see the module docs).
+
+const PARENTS: &[(&str, fn())] = &[
+    ("frames_and_fixtures", frames_and_fixtures),
+    (
+        "scan_finds_device_not_yet_known",
+        scan_finds_device_not_yet_known,
+    ),
+    (
+        "jbd_request_reply_and_chunking",
+        jbd_request_reply_and_chunking,
+    ),
+    ("jbd_faults_seen_by_btleplug", jbd_faults_seen_by_btleplug),
+    ("powermon_reads_both_layouts", powermon_reads_both_layouts),
+    (
+        "refused_connects_then_success",
+        refused_connects_then_success,
+    ),
+    (
+        "dropped_link_reports_disconnect",
+        dropped_link_reports_disconnect,
+    ),
+    (
+        "restart_makes_adapter_vanish_and_return",
+        restart_makes_adapter_vanish_and_return,
+    ),
+    ("restart_on_dbus_daemon", restart_on_dbus_daemon),
+];
+
+const CHILDREN: &[(&str, fn())] = &[
+    ("child_scan", child_scan),
+    ("child_jbd", child_jbd),
+    ("child_faults", child_faults),
+    ("child_powermon", child_powermon),
+    ("child_refuse", child_refuse),
+    ("child_drop", child_drop),
+    ("child_restart", child_restart),
+];
+
+fn main() {
+    if let Ok(name) = std::env::var(CHILD_ENV) {
+        let (_, scenario) = CHILDREN
+            .iter()
+            .find(|(n, _)| *n == name)
+            .unwrap_or_else(|| panic!("no child scenario {name:?}"));
+        scenario();
+        println!("child {name} ok");
+        return;
+    }
+    println!("\nrunning {} tests", PARENTS.len());
+    let runs: Vec<_> = PARENTS
+        .iter()
+        .map(|&(name, test)| (name, std::thread::spawn(test)))
+        .collect();
+    let mut failed = Vec::new();
+    for (name, handle) in runs {
+        let ok = handle.join().is_ok();
+        println!("test {name} ... {}", if ok { "ok" } else { "FAILED" });
+        if !ok {
+            failed.push(name);
+        }
+    }
+    if failed.is_empty() {
+        println!("\ntest result: ok. {} passed; 0 failed", PARENTS.len());
+    } else {
+        println!("\ntest result: FAILED. {} failed: {failed:?}", failed.len());
+        std::process::exit(101);
+    }
 }
