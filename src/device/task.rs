@@ -335,3 +335,44 @@ impl<L: Link> Task<L> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_one_second_to_a_jittered_sixty() {
+        let mut b = Duration::ZERO;
+        let mut seen = Vec::new();
+        for _ in 0..12 {
+            b = next_backoff(b);
+            seen.push(b);
+        }
+        assert!((0.8..=1.2).contains(&seen[0].as_secs_f64()), "{seen:?}");
+        assert!((1.28..=2.88).contains(&seen[1].as_secs_f64()), "{seen:?}");
+        for w in seen.windows(2) {
+            assert!(w[1] <= BACKOFF_MAX.mul_f64(1.2), "{seen:?}");
+        }
+        assert!(
+            seen[11] >= BACKOFF_MAX.mul_f64(0.8),
+            "reaches the cap: {seen:?}"
+        );
+    }
+
+    #[test]
+    fn hints_name_what_to_do() {
+        assert!(hint(DeviceKind::Jbd, "le-connection-abort-by-local").contains("phone app"));
+        assert!(hint(DeviceKind::Jbd, "no reply to register 0x03").contains("reconnect"));
+        assert!(
+            hint(
+                DeviceKind::Powermon,
+                "org.freedesktop.DBus.Error.AccessDenied"
+            )
+            .contains("bluetooth")
+        );
+        assert_eq!(
+            hint(DeviceKind::Powermon, "le-connection-abort-by-local"),
+            ""
+        );
+    }
+}
