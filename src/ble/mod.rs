@@ -10,7 +10,7 @@
 //! - a link drop arrives as `CentralEvent::DeviceDisconnected`; we watch for it so a reply wait
 //!   ends at once instead of at its timeout.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -447,8 +447,9 @@ pub async fn scan_command(seconds: u64) -> anyhow::Result<i32> {
             );
         }
     }
-    let mut rows: VecDeque<_> = rows.into_iter().collect();
-    rows.make_contiguous().sort_by_key(|(_, (_, rssi, kind))| {
+    let mut rows: Vec<_> = rows.into_iter().collect();
+    // Recognised kinds first, then strongest signal first.
+    rows.sort_by_key(|(_, (_, rssi, kind))| {
         (
             *kind == "unknown",
             std::cmp::Reverse(rssi.unwrap_or(i16::MIN)),
