@@ -103,11 +103,6 @@ impl DeviceHandle {
             self.join.abort();
         }
     }
-
-    /// True if the task ended (it only ends on shutdown).
-    pub fn is_finished(&self) -> bool {
-        self.join.is_finished()
-    }
 }
 
 enum State {
