@@ -24,21 +24,23 @@ enum Event {
     Stop(&'static str),
 }
 
-/// Reads stdin on its own thread (a blocking read must not hold up runtime shutdown): each
-/// line is a tick, EOF is a stop.
-fn spawn_stdin_reader(tx: mpsc::Sender<Event>) {
+/// Reads stdin on its own thread (a blocking read must not hold up runtime shutdown). EOF is
+/// a stop. With `ticks`, each line is a tick (`signal = "STDIN"`); without, lines are ignored
+/// (`--interval`), but EOF still means Telegraf wants us gone.
+fn spawn_stdin_reader(tx: mpsc::Sender<Event>, ticks: bool) {
     std::thread::Builder::new()
         .name("stdin".into())
         .spawn(move || {
-            let stdin = std::io::stdin();
-            let mut line = String::new();
+            let mut stdin = std::io::stdin().lock();
+            let mut line = Vec::new();
             loop {
                 line.clear();
-                match stdin.lock().read_line(&mut line) {
+                match stdin.read_until(b'\n', &mut line) {
                     Ok(0) | Err(_) => {
                         let _ = tx.blocking_send(Event::Stop("stdin closed"));
                         return;
                     }
+                    Ok(_) if !ticks => {}
                     // Coalesce: if a tick is already waiting, this one adds nothing.
                     Ok(_) => match tx.try_send(Event::Tick) {
                         Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
@@ -78,14 +80,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     // Capacity 1 for ticks: coalescing happens at the sender. Stops use blocking_send.
     let (tx, mut events) = mpsc::channel::<Event>(1);
     spawn_signal_watcher(tx.clone())?;
-    if interval.is_none() {
-        spawn_stdin_reader(tx.clone());
-    } else {
-        // signal = "none": stdin is not ours to read, but its EOF still means "stop" when
-        // Telegraf closes it. /dev/null (a service) gives EOF at once, so ignore that case.
-        if !stdin_is_null() {
-            spawn_stdin_eof_watcher(tx.clone());
-        }
+    // With --interval (signal = "none"), /dev/null as stdin (a service) gives EOF at once:
+    // then stdin is not watched at all.
+    if interval.is_none() || !stdin_is_null() {
+        spawn_stdin_reader(tx.clone(), interval.is_none());
     }
     drop(tx);
 
@@ -220,25 +218,4 @@ fn stdin_is_null() -> bool {
     }
     #[cfg(not(unix))]
     false
-}
-
-/// With `--interval`, stdin lines are ignored but EOF still stops us.
-fn spawn_stdin_eof_watcher(tx: mpsc::Sender<Event>) {
-    std::thread::Builder::new()
-        .name("stdin-eof".into())
-        .spawn(move || {
-            let mut sink = Vec::new();
-            let mut stdin = std::io::stdin().lock();
-            loop {
-                sink.clear();
-                match stdin.read_until(b'\n', &mut sink) {
-                    Ok(0) | Err(_) => {
-                        let _ = tx.blocking_send(Event::Stop("stdin closed"));
-                        return;
-                    }
-                    Ok(_) => {}
-                }
-            }
-        })
-        .expect("cannot start the stdin thread");
 }
