@@ -619,14 +619,7 @@ fn sigterm_disconnects_every_device() {
     ]);
     e.tick();
     e.read_lines(3, Duration::from_secs(20));
-    let pid = e.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    e.sigterm();
     let (code, took, err) = e.wait(Duration::from_secs(5));
     assert_eq!(code, Some(0), "{err}");
     assert!(took < Duration::from_secs(2), "took {took:?}");

@@ -198,14 +198,7 @@ fn run_demo_exits_cleanly_on_sigterm() {
     let mut e = Execd::start(&["run", "--demo"]);
     e.tick();
     e.read_lines(3, Duration::from_secs(10));
-    let pid = e.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    e.sigterm();
     let (code, took, err) = e.wait(Duration::from_secs(5));
     assert_eq!(code, Some(0), "{err}");
     assert!(took < Duration::from_secs(2), "exit took {took:?}");

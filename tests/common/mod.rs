@@ -127,6 +127,13 @@ impl Execd {
         got
     }
 
+    /// Sends SIGTERM, as Telegraf does 5 s after closing stdin.
+    pub fn sigterm(&self) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(status.success(), "kill -TERM {pid} failed");
+    }
+
     /// Closes stdin, as Telegraf does to stop the plugin.
     pub fn close_stdin(&mut self) {
         drop(self.child.stdin.take());
