@@ -24,7 +24,7 @@ use btleplug::platform::{Adapter, Manager, Peripheral, PeripheralId};
 use futures::{FutureExt, Stream, StreamExt};
 use tokio::sync::{Mutex, broadcast};
 
-use crate::device::{DeviceSpec, Link, LinkError};
+use crate::device::{DeviceSpec, Failure, FailureSender, Link, LinkError};
 use crate::protocol::{jbd, powermon};
 use crate::reading::DeviceKind;
 
@@ -44,8 +44,49 @@ type Notifications = Pin<Box<dyn Stream<Item = ValueNotification> + Send>>;
 /// the stream sits in a Mutex we only ever reach through `get_mut` (no locking).
 type SharedNotifications = std::sync::Mutex<Notifications>;
 
+impl From<btleplug::Error> for LinkError {
+    /// Keeps the error's identity: btleplug's own kinds, and the D-Bus error name of a BlueZ
+    /// or bus error (bluez-async wraps `dbus::Error` in `btleplug::Error::Other`).
+    fn from(e: btleplug::Error) -> Self {
+        match e {
+            btleplug::Error::NotConnected => LinkError::NotConnected,
+            btleplug::Error::DeviceNotFound => LinkError::NotFound,
+            btleplug::Error::PermissionDenied => LinkError::Bluetooth {
+                name: Some(ACCESS_DENIED.into()),
+                message: "permission denied".into(),
+            },
+            btleplug::Error::Other(boxed) => {
+                let dbus = boxed
+                    .downcast_ref::<bluez_async::BluetoothError>()
+                    .and_then(|b| match b {
+                        bluez_async::BluetoothError::DbusError(d) => Some(d),
+                        _ => None,
+                    })
+                    .or_else(|| boxed.downcast_ref::<dbus::Error>());
+                match dbus {
+                    Some(d) => LinkError::Bluetooth {
+                        name: d.name().map(str::to_string),
+                        message: d.message().unwrap_or("D-Bus error").to_string(),
+                    },
+                    None => LinkError::Bluetooth {
+                        name: None,
+                        message: boxed.to_string(),
+                    },
+                }
+            }
+            other => LinkError::Bluetooth {
+                name: None,
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+/// D-Bus error names blebatt recognises.
+pub const ACCESS_DENIED: &str = "org.freedesktop.DBus.Error.AccessDenied";
+
 fn bt_err(e: btleplug::Error) -> LinkError {
-    LinkError::Bluetooth(e.to_string())
+    e.into()
 }
 
 /// Runs a BlueZ call with a bound; a timeout becomes [`LinkError::Timeout`].
@@ -66,6 +107,10 @@ pub struct Bluetooth {
     adapters: Vec<(String, Adapter)>,
     scan_lock: Arc<Mutex<()>>,
     disconnects: broadcast::Sender<PeripheralId>,
+    /// Set when the Bluetooth side cannot recover; see [`Failure`].
+    #[allow(dead_code)] // kept for the BlueZ watchdog
+    failure_tx: Arc<FailureSender>,
+    failure: Failure,
 }
 
 impl Bluetooth {
@@ -82,6 +127,8 @@ impl Bluetooth {
             );
         }
         let (disconnects, _) = broadcast::channel(64);
+        let (failure_tx, failure) = Failure::channel();
+        let failure_tx = Arc::new(failure_tx);
         let mut adapters = Vec::new();
         for adapter in list {
             let info = bounded("reading adapter info", bound, adapter.adapter_info())
@@ -91,12 +138,18 @@ impl Bluetooth {
             let mut events =
                 bounded("subscribing to adapter events", bound, adapter.events()).await?;
             let tx = disconnects.clone();
+            let failed = failure_tx.clone();
+            let adapter_name = name.clone();
             tokio::spawn(async move {
                 while let Some(ev) = events.next().await {
                     if let CentralEvent::DeviceDisconnected(id) = ev {
                         let _ = tx.send(id);
                     }
                 }
+                // Without this stream no link drop is ever seen again: a silent zombie.
+                let _ = failed.send(Some(format!(
+                    "the event stream of adapter {adapter_name} ended (BlueZ or the D-Bus connection is gone)"
+                )));
             });
             adapters.push((name, adapter));
         }
@@ -104,7 +157,14 @@ impl Bluetooth {
             adapters,
             scan_lock: Arc::new(Mutex::new(())),
             disconnects,
+            failure_tx,
+            failure,
         })
+    }
+
+    /// Resolves when the Bluetooth side has failed for good.
+    pub fn failure(&self) -> Failure {
+        self.failure.clone()
     }
 
     fn adapter(&self, name: Option<&str>) -> anyhow::Result<Adapter> {
@@ -136,6 +196,7 @@ impl Bluetooth {
             kind: spec.kind,
             timeout: spec.timeout,
             conn: None,
+            attempted: None,
         })
     }
 }
@@ -161,6 +222,9 @@ pub struct BleLink {
     kind: DeviceKind,
     timeout: Duration,
     conn: Option<Connection>,
+    /// The peripheral of the last connect attempt that did not complete: `disconnect` must
+    /// undo (or cancel) it, or a JBD BMS stays locked to us.
+    attempted: Option<Peripheral>,
 }
 
 impl BleLink {
@@ -211,8 +275,9 @@ impl BleLink {
         self.timeout.max(MIN_CONNECT_TIMEOUT)
     }
 
-    async fn open(&self) -> Result<Connection, LinkError> {
+    async fn open(&mut self) -> Result<Connection, LinkError> {
         let peripheral = self.find().await?;
+        self.attempted = Some(peripheral.clone());
         let t = self.connect_timeout();
         if !bounded("connection check", t, peripheral.is_connected()).await? {
             bounded("connect", t, peripheral.connect()).await?;
@@ -295,27 +360,44 @@ impl Link for BleLink {
             Err(broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed)
         ) {}
         let conn = self.open().await?;
+        self.attempted = None;
         self.conn = Some(conn);
         Ok(())
     }
 
-    async fn disconnect(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            if let Some(n) = &conn.notify {
-                let _ =
-                    tokio::time::timeout(UNSUBSCRIBE_TIMEOUT, conn.peripheral.unsubscribe(n)).await;
+    async fn disconnect(&mut self) -> bool {
+        // The peripheral we are, or may be becoming, connected to: a Connect still in flight
+        // is cancelled by Device1.Disconnect (BlueZ documents this), so it is sent even when
+        // BlueZ does not report the device connected yet.
+        let peripheral = match self.conn.take() {
+            Some(conn) => {
+                if let Some(n) = &conn.notify {
+                    let _ =
+                        tokio::time::timeout(UNSUBSCRIBE_TIMEOUT, conn.peripheral.unsubscribe(n))
+                            .await;
+                }
+                drop(conn.notifications);
+                self.attempted = None;
+                conn.peripheral
             }
-            drop(conn.notifications);
-            match tokio::time::timeout(DISCONNECT_TIMEOUT, conn.peripheral.disconnect()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => log::debug!("{}: disconnect: {e}", self.address),
-                Err(_) => log::debug!("{}: disconnect timed out", self.address),
+            None => match self.attempted.take() {
+                Some(p) => p,
+                // Never got as far as a Connect: nothing to undo.
+                None => return true,
+            },
+        };
+        match tokio::time::timeout(DISCONNECT_TIMEOUT, peripheral.disconnect()).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                let e = LinkError::from(e);
+                log::debug!("{}: disconnect: {e}", self.address);
+                // "Not connected" is the outcome we wanted.
+                matches!(e, LinkError::NotConnected)
+                    || matches!(&e, LinkError::Bluetooth { name: Some(n), .. } if n == "org.bluez.Error.NotConnected")
             }
-        } else if let Ok(Some(p)) = self.known_peripheral().await {
-            // A connect that failed half-way may have left BlueZ connected: a JBD BMS would
-            // then stay locked to us. Make sure it is not.
-            if let Ok(Ok(true)) = tokio::time::timeout(DISCONNECT_TIMEOUT, p.is_connected()).await {
-                let _ = tokio::time::timeout(DISCONNECT_TIMEOUT, p.disconnect()).await;
+            Err(_) => {
+                log::debug!("{}: disconnect timed out", self.address);
+                false
             }
         }
     }

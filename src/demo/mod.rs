@@ -162,9 +162,10 @@ impl Link for DemoLink {
         Ok(())
     }
 
-    async fn disconnect(&mut self) {
+    async fn disconnect(&mut self) -> bool {
         self.connected = false;
         self.queue.clear();
+        true
     }
 
     async fn write(&mut self, data: &[u8]) -> Result<(), LinkError> {

@@ -43,8 +43,14 @@ pub enum LinkError {
         "device not found (is it powered and in range? `blebatt scan` lists what this adapter sees)"
     )]
     NotFound,
-    #[error("{0}")]
-    Bluetooth(String),
+    /// An error from BlueZ or D-Bus. `name` is the D-Bus error name when there is one
+    /// (`org.bluez.Error.Failed`, `org.freedesktop.DBus.Error.AccessDenied`, ...): hints
+    /// match on it, not on the message.
+    #[error("{message}{}", name.as_ref().map(|n| format!(" ({n})")).unwrap_or_default())]
+    Bluetooth {
+        name: Option<String>,
+        message: String,
+    },
     #[error(
         "the device has no {0} service/characteristic: is it really this kind of device? (`blebatt scan` shows what it looks like)"
     )]
@@ -52,9 +58,47 @@ pub enum LinkError {
 }
 
 impl LinkError {
+    /// The D-Bus error name, when BlueZ or the bus gave one.
+    pub fn dbus_name(&self) -> Option<&str> {
+        match self {
+            LinkError::Bluetooth { name, .. } => name.as_deref(),
+            _ => None,
+        }
+    }
+
     /// True when the link should be torn down and re-established.
     pub fn is_fatal(&self) -> bool {
         !matches!(self, LinkError::Timeout { .. })
+    }
+}
+
+/// A transport's "I cannot recover": set once by the transport (BlueZ or the D-Bus connection
+/// gone for good, the adapter removed, a background task dead); the run loop then stops and
+/// exits non-zero so that Telegraf restarts the process.
+#[derive(Debug, Clone)]
+pub struct Failure(tokio::sync::watch::Receiver<Option<String>>);
+
+/// The transport's side of a [`Failure`].
+pub type FailureSender = tokio::sync::watch::Sender<Option<String>>;
+
+impl Failure {
+    pub fn channel() -> (FailureSender, Failure) {
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        (tx, Failure(rx))
+    }
+
+    /// A transport that cannot fail this way (the demo).
+    pub fn never() -> Failure {
+        // With the sender gone, `wait` stays pending.
+        Self::channel().1
+    }
+
+    /// Resolves with the reason once the transport has failed; pending for ever otherwise.
+    pub async fn wait(&mut self) -> String {
+        match self.0.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone().unwrap_or_default(),
+            Err(_) => std::future::pending().await,
+        }
     }
 }
 
@@ -65,8 +109,10 @@ impl LinkError {
 pub trait Link: Send + 'static {
     /// Connects, discovers services and subscribes to notifications where the kind needs them.
     fn connect(&mut self) -> impl Future<Output = Result<(), LinkError>> + Send;
-    /// Disconnects cleanly. Never fails: a link that is already gone is fine.
-    fn disconnect(&mut self) -> impl Future<Output = ()> + Send;
+    /// Disconnects (and cancels a connect in progress). Never fails: a link that is already
+    /// gone is fine. Returns true when the device is known not to be connected any more,
+    /// false when that could not be confirmed (e.g. BlueZ did not answer in time).
+    fn disconnect(&mut self) -> impl Future<Output = bool> + Send;
     /// Writes a request (JBD).
     fn write(&mut self, data: &[u8]) -> impl Future<Output = Result<(), LinkError>> + Send;
     /// Waits for the next notification (JBD).

@@ -74,7 +74,8 @@ pub struct DeviceHandle {
     polls: mpsc::Sender<Reply>,
     /// Set to true to stop: interrupts a poll or connect in progress, then disconnects.
     stop: watch::Sender<bool>,
-    join: JoinHandle<()>,
+    /// The task's result: true when its device is known to be disconnected.
+    join: JoinHandle<bool>,
 }
 
 impl DeviceHandle {
@@ -89,18 +90,30 @@ impl DeviceHandle {
     }
 
     /// Interrupts whatever the device is doing, disconnects it and ends its task (bounded: a
-    /// hung BlueZ call does not block shutdown past the grace period).
-    pub async fn shutdown(mut self) {
+    /// hung BlueZ call does not block shutdown past the grace period). Returns true when the
+    /// device is known to be disconnected.
+    pub async fn shutdown(mut self) -> bool {
         let _ = self.stop.send(true);
-        if tokio::time::timeout(SHUTDOWN_GRACE, &mut self.join)
-            .await
-            .is_err()
-        {
-            log::warn!(
-                "{}: disconnect did not finish in {SHUTDOWN_GRACE:?}",
-                self.spec.name
-            );
-            self.join.abort();
+        match tokio::time::timeout(SHUTDOWN_GRACE, &mut self.join).await {
+            Ok(Ok(true)) => true,
+            Ok(Ok(false)) => {
+                log::warn!(
+                    "{} ({}): could not confirm the disconnect",
+                    self.spec.name,
+                    self.spec.address
+                );
+                false
+            }
+            Ok(Err(_)) => false,
+            Err(_) => {
+                log::warn!(
+                    "{} ({}): disconnect did not finish in {SHUTDOWN_GRACE:?}",
+                    self.spec.name,
+                    self.spec.address
+                );
+                self.join.abort();
+                false
+            }
         }
     }
 }
@@ -163,7 +176,12 @@ fn next_backoff(prev: Duration) -> Duration {
 }
 
 impl<L: Link> Task<L> {
-    async fn run(mut self, mut polls: mpsc::Receiver<Reply>, mut stop: watch::Receiver<bool>) {
+    /// Returns true when the device is known to be disconnected at the end.
+    async fn run(
+        mut self,
+        mut polls: mpsc::Receiver<Reply>,
+        mut stop: watch::Receiver<bool>,
+    ) -> bool {
         enum Next {
             Poll(Reply),
             Connect,
@@ -197,9 +215,17 @@ impl<L: Link> Task<L> {
                 },
             };
             if stopped {
-                self.link.disconnect().await;
-                log::debug!("{}: disconnected", self.spec.name);
-                return;
+                let done = self.link.disconnect().await;
+                log::debug!(
+                    "{}: {}",
+                    self.spec.name,
+                    if done {
+                        "disconnected"
+                    } else {
+                        "disconnect not confirmed"
+                    }
+                );
+                return done;
             }
         }
     }

@@ -87,7 +87,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     }
     drop(tx);
 
-    let handles = start_devices(&cfg, args.devices.demo).await?;
+    let super::Started {
+        handles,
+        mut failure,
+        _bt,
+    } = start_devices(&cfg, args.devices.demo).await?;
     log::info!(
         "polling {} device(s) {}",
         handles.len(),
@@ -107,7 +111,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     let mut stdout = std::io::stdout();
     let mut buf = Vec::with_capacity(4096);
 
-    let mut failure: Option<anyhow::Error> = None;
+    let mut failure_err: Option<anyhow::Error> = None;
     let why = loop {
         let tick = async {
             match timer.as_mut() {
@@ -119,6 +123,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         };
         let event = tokio::select! {
             e = events.recv() => e.unwrap_or(Event::Stop("input closed")),
+            reason = failure.wait() => {
+                failure_err = Some(anyhow::anyhow!("{reason}; exiting so that Telegraf restarts blebatt"));
+                break "Bluetooth failed";
+            }
             _ = tick => Event::Tick,
             Some((i, result)) = in_flight.next(), if !in_flight.is_empty() => {
                 busy[i] = false;
@@ -126,7 +134,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
                     Ok(true) => {}
                     Ok(false) => break "stdout closed",
                     Err(e) => {
-                        failure = Some(e);
+                        failure_err = Some(e);
                         break "fatal error";
                     }
                 }
@@ -162,7 +170,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
                     Ok(true) => {}
                     Ok(false) => break,
                     Err(e) => {
-                        failure.get_or_insert(e);
+                        failure_err.get_or_insert(e);
                         break;
                     }
                 }
@@ -172,8 +180,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     }
     drop(in_flight);
     shutdown(handles).await;
-    log::info!("all devices disconnected");
-    match failure {
+    match failure_err {
         Some(e) => Err(e),
         None => Ok(EXIT_OK),
     }

@@ -12,7 +12,7 @@ use futures::future::join_all;
 
 use crate::cli::{Cli, Command, ConfigCommand, DeviceArgs};
 use crate::config::{self, Config, ConfigError, Sources};
-use crate::device::{self, DeviceHandle};
+use crate::device::{self, DeviceHandle, Failure};
 use crate::output;
 
 /// Exit codes.
@@ -115,18 +115,30 @@ pub(crate) fn resolve(args: &DeviceArgs) -> Result<Config, UsageError> {
     Ok(cfg)
 }
 
+/// The running devices, and the transport's "cannot recover" signal.
+pub(crate) struct Started {
+    pub handles: Vec<DeviceHandle>,
+    pub failure: Failure,
+    /// Keeps the Bluetooth session (and its background tasks) alive.
+    _bt: Option<crate::ble::Bluetooth>,
+}
+
 /// Starts one task per device, over the demo links or Bluetooth.
-pub(crate) async fn start_devices(cfg: &Config, demo: bool) -> anyhow::Result<Vec<DeviceHandle>> {
+pub(crate) async fn start_devices(cfg: &Config, demo: bool) -> anyhow::Result<Started> {
     if demo {
         let timeout = cfg
             .devices
             .first()
             .map(|d| d.timeout)
             .unwrap_or(config::DEFAULT_TIMEOUT);
-        return Ok(crate::demo::devices(timeout)
-            .into_iter()
-            .map(|(spec, link)| device::spawn(spec, link))
-            .collect());
+        return Ok(Started {
+            handles: crate::demo::devices(timeout)
+                .into_iter()
+                .map(|(spec, link)| device::spawn(spec, link))
+                .collect(),
+            failure: Failure::never(),
+            _bt: None,
+        });
     }
     let bt = crate::ble::Bluetooth::open()
         .await
@@ -136,19 +148,46 @@ pub(crate) async fn start_devices(cfg: &Config, demo: bool) -> anyhow::Result<Ve
         let link = bt.link(spec).await?;
         handles.push(device::spawn(spec.clone(), link));
     }
-    Ok(handles)
+    Ok(Started {
+        handles,
+        failure: bt.failure(),
+        _bt: Some(bt),
+    })
 }
 
-/// Disconnects every device (concurrently, each bounded).
-pub(crate) async fn shutdown(handles: Vec<DeviceHandle>) {
-    join_all(handles.into_iter().map(DeviceHandle::shutdown)).await;
+/// Disconnects every device (concurrently, each bounded). Returns true when every one of them
+/// is known to be disconnected, and logs the outcome.
+pub(crate) async fn shutdown(handles: Vec<DeviceHandle>) -> bool {
+    let total = handles.len();
+    let done = join_all(handles.into_iter().map(DeviceHandle::shutdown)).await;
+    let confirmed = done.iter().filter(|&&d| d).count();
+    if confirmed == total {
+        log::info!("all devices disconnected");
+        true
+    } else {
+        log::warn!(
+            "{} of {total} device(s) could not be confirmed disconnected",
+            total - confirmed
+        );
+        false
+    }
 }
 
 /// `blebatt once`: poll each device once, print in configuration order, disconnect.
 async fn once(args: DeviceArgs) -> anyhow::Result<i32> {
     let cfg = resolve(&args)?;
-    let handles = start_devices(&cfg, args.demo).await?;
-    let results = join_all(handles.iter().map(|h| h.poll())).await;
+    let Started {
+        handles,
+        mut failure,
+        _bt,
+    } = start_devices(&cfg, args.demo).await?;
+    let results = tokio::select! {
+        r = join_all(handles.iter().map(|h| h.poll())) => r,
+        reason = failure.wait() => {
+            shutdown(handles).await;
+            anyhow::bail!("{reason}");
+        }
+    };
     let mut buf = Vec::new();
     let mut failed = 0;
     for r in &results {
