@@ -659,3 +659,118 @@ fn scan_lists_devices_with_their_kind() {
     assert!(row(JBD_A).contains(" jbd "), "{text}");
     assert!(row(PM_NEW).contains(" powermon "), "{text}");
 }
+
+/// Issue 10 (4): a link dropped while idle is re-established when it drops, so the next tick
+/// gets its reading instead of discovering the loss.
+#[test]
+fn a_link_dropped_between_ticks_is_back_before_the_next_tick() {
+    let rig = Rig::new(vec![
+        jbd_4s(JBD_A),
+        MockDevice::powermon(
+            PM_NEW,
+            "PowerMon",
+            PowerMonFirmware::New,
+            powermon_new_sample().encode(),
+        ),
+    ]);
+    let mut e = rig.run(&[
+        "--jbd",
+        &format!("a={JBD_A}"),
+        "--powermon",
+        &format!("p={PM_NEW}"),
+    ]);
+    e.tick();
+    e.read_lines(2, Duration::from_secs(20));
+    for mac in [JBD_A, PM_NEW] {
+        rig.mock.drop_link(mac);
+        assert!(
+            rig.mock.wait_for_count(
+                |ev| ev.is_for(mac) && is_connect(&ev.kind),
+                2,
+                Duration::from_secs(20)
+            ),
+            "{mac}: not reconnected without a tick"
+        );
+    }
+    assert!(
+        rig.mock.wait_for_count(
+            |ev| ev.is_for(JBD_A) && matches!(ev.kind, EventKind::StartNotify { .. }),
+            2,
+            Duration::from_secs(20)
+        ),
+        "notifications not re-subscribed"
+    );
+    // The very next tick: one line per device, none lost to the drop.
+    e.tick();
+    let lines = e.read_lines(2, Duration::from_secs(20));
+    line_for(&lines, "a");
+    line_for(&lines, "p");
+    e.close_stdin();
+    let (code, _, err) = e.wait(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("I! a (AA:BB:CC:DD:EE:01): reconnected"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("not connected"),
+        "a tick found a device down: {err}"
+    );
+}
+
+/// Issue 10 (2): a stop while a Connect is still in flight cancels it with Device1.Disconnect
+/// (BlueZ: Disconnect also cancels a pending Connect), so the JBD is not left connected to us
+/// after we exit; and "all devices disconnected" is only said when it is true.
+#[test]
+fn a_stop_during_a_connect_cancels_it() {
+    let dev = jbd_4s(JBD_A).with_faults(Faults {
+        connect_delay: Duration::from_secs(60),
+        ..Faults::default()
+    });
+    let rig = Rig::new(vec![dev]);
+    let e = rig.run(&["--jbd", &format!("a={JBD_A}")]);
+    assert!(
+        rig.mock.wait_for(
+            |ev| ev.is_for(JBD_A) && matches!(ev.kind, EventKind::ConnectCalled { .. }),
+            Duration::from_secs(20)
+        ),
+        "no Connect call"
+    );
+    e.sigterm();
+    let (code, took, err) = e.wait(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(took < Duration::from_secs(2), "took {took:?}: {err}");
+    assert!(
+        rig.count(JBD_A, |k| matches!(k, EventKind::ConnectCancelled { .. })) == 1,
+        "the pending Connect was not cancelled: {:?}",
+        rig.mock.events()
+    );
+    assert_eq!(rig.count(JBD_A, is_connect), 0, "it connected after all");
+    assert!(!rig.mock.is_connected(JBD_A));
+    assert!(err.contains("all devices disconnected"), "{err}");
+}
+
+/// Issue 10 (8): a scan blebatt started is stopped on every path, here a stop that arrives
+/// while it is still looking for a device BlueZ does not know.
+#[test]
+fn a_stop_during_a_scan_stops_the_scan() {
+    let rig = Rig::new(vec![]);
+    let e = rig.run(&["--jbd", &format!("a={JBD_A}")]);
+    assert!(
+        rig.mock.wait_for(
+            |ev| matches!(ev.kind, EventKind::StartDiscovery),
+            Duration::from_secs(20)
+        ),
+        "no scan started"
+    );
+    e.sigterm();
+    let (code, _, err) = e.wait(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        rig.mock
+            .count(|ev| matches!(ev.kind, EventKind::StopDiscovery)),
+        1,
+        "{err}"
+    );
+    assert!(!rig.mock.is_discovering());
+}

@@ -24,7 +24,7 @@ use btleplug::platform::{Adapter, Manager, Peripheral, PeripheralId};
 use futures::{FutureExt, Stream, StreamExt};
 use tokio::sync::{Mutex, broadcast};
 
-use crate::device::{DeviceSpec, Failure, FailureSender, Link, LinkError};
+use crate::device::{Cause, DeviceSpec, Failure, FailureSender, Link, LinkError};
 use crate::protocol::{jbd, powermon};
 use crate::reading::DeviceKind;
 
@@ -52,7 +52,8 @@ impl From<btleplug::Error> for LinkError {
             btleplug::Error::NotConnected => LinkError::NotConnected,
             btleplug::Error::DeviceNotFound => LinkError::NotFound,
             btleplug::Error::PermissionDenied => LinkError::Bluetooth {
-                name: Some(ACCESS_DENIED.into()),
+                cause: Cause::AccessDenied,
+                name: None,
                 message: "permission denied".into(),
             },
             btleplug::Error::Other(boxed) => {
@@ -64,17 +65,27 @@ impl From<btleplug::Error> for LinkError {
                     })
                     .or_else(|| boxed.downcast_ref::<dbus::Error>());
                 match dbus {
-                    Some(d) => LinkError::Bluetooth {
-                        name: d.name().map(str::to_string),
-                        message: d.message().unwrap_or("D-Bus error").to_string(),
-                    },
+                    Some(d) => {
+                        let message = d.message().unwrap_or("D-Bus error");
+                        match d.name() {
+                            Some(dbus_names::NOT_CONNECTED) => LinkError::NotConnected,
+                            Some(dbus_names::DOES_NOT_EXIST) => LinkError::NotFound,
+                            name => LinkError::Bluetooth {
+                                cause: cause_of(name, message),
+                                name: name.map(str::to_string),
+                                message: message.to_string(),
+                            },
+                        }
+                    }
                     None => LinkError::Bluetooth {
+                        cause: Cause::Other,
                         name: None,
                         message: boxed.to_string(),
                     },
                 }
             }
             other => LinkError::Bluetooth {
+                cause: Cause::Other,
                 name: None,
                 message: other.to_string(),
             },
@@ -82,8 +93,39 @@ impl From<btleplug::Error> for LinkError {
     }
 }
 
-/// D-Bus error names blebatt recognises.
-pub const ACCESS_DENIED: &str = "org.freedesktop.DBus.Error.AccessDenied";
+/// D-Bus error names (BlueZ's from doc/org.bluez.Device.rst and friends; the bus's from the
+/// D-Bus specification) and BlueZ's connect-failure reason codes.
+pub mod dbus_names {
+    pub const ACCESS_DENIED: &str = "org.freedesktop.DBus.Error.AccessDenied";
+    pub const SERVICE_UNKNOWN: &str = "org.freedesktop.DBus.Error.ServiceUnknown";
+    pub const NAME_HAS_NO_OWNER: &str = "org.freedesktop.DBus.Error.NameHasNoOwner";
+    pub const NO_REPLY: &str = "org.freedesktop.DBus.Error.NoReply";
+    pub const DISCONNECTED: &str = "org.freedesktop.DBus.Error.Disconnected";
+    pub const UNKNOWN_OBJECT: &str = "org.freedesktop.DBus.Error.UnknownObject";
+    pub const BLUEZ_FAILED: &str = "org.bluez.Error.Failed";
+    pub const BLUEZ_NOT_READY: &str = "org.bluez.Error.NotReady";
+    pub const BLUEZ_IN_PROGRESS: &str = "org.bluez.Error.InProgress";
+    pub const NOT_CONNECTED: &str = "org.bluez.Error.NotConnected";
+    pub const DOES_NOT_EXIST: &str = "org.bluez.Error.DoesNotExist";
+    /// `org.bluez.Error.Failed` reason when an LE connection attempt is given up
+    /// (BlueZ src/error.c, ERR_LE_CONN_ABORT_BY_LOCAL).
+    pub const LE_CONNECTION_ABORT_BY_LOCAL: &str = "le-connection-abort-by-local";
+}
+
+/// What a D-Bus error means for the user.
+fn cause_of(name: Option<&str>, message: &str) -> Cause {
+    use dbus_names::*;
+    match name {
+        Some(ACCESS_DENIED) => Cause::AccessDenied,
+        Some(SERVICE_UNKNOWN | NAME_HAS_NO_OWNER | NO_REPLY | DISCONNECTED) => {
+            Cause::BluezUnavailable
+        }
+        Some(BLUEZ_NOT_READY) => Cause::AdapterNotReady,
+        Some(BLUEZ_IN_PROGRESS) => Cause::InProgress,
+        Some(BLUEZ_FAILED) if message == LE_CONNECTION_ABORT_BY_LOCAL => Cause::ConnectAborted,
+        _ => Cause::Other,
+    }
+}
 
 fn bt_err(e: btleplug::Error) -> LinkError {
     e.into()
@@ -197,7 +239,60 @@ impl Bluetooth {
             timeout: spec.timeout,
             conn: None,
             attempted: None,
+            scan: None,
         })
+    }
+}
+
+/// A scan we started; stopped on every path: `stop` at the end of a search, by the link's
+/// `disconnect` when a stop cancelled the search, and as a last resort from `Drop` (a task of
+/// its own). Should the process exit first, BlueZ ends a discovery session when the client
+/// that started it leaves the bus.
+struct Scan {
+    adapter: Option<Adapter>,
+    bound: Duration,
+}
+
+impl Scan {
+    /// Starts a scan. If BlueZ refuses (InProgress: someone else, e.g. bluetoothctl, is
+    /// scanning; their results serve us too), there is nothing of ours to stop.
+    async fn start(adapter: &Adapter, bound: Duration) -> Scan {
+        let started = bounded(
+            "starting a scan",
+            bound,
+            adapter.start_scan(ScanFilter::default()),
+        )
+        .await;
+        if let Err(e) = &started {
+            log::debug!("start_scan: {e}");
+        }
+        Scan {
+            adapter: started.is_ok().then(|| adapter.clone()),
+            bound,
+        }
+    }
+
+    fn started(&self) -> bool {
+        self.adapter.is_some()
+    }
+
+    async fn stop(mut self) {
+        if let Some(adapter) = self.adapter.take() {
+            let _ = bounded("stopping the scan", self.bound, adapter.stop_scan()).await;
+        }
+    }
+}
+
+impl Drop for Scan {
+    fn drop(&mut self) {
+        if let Some(adapter) = self.adapter.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let bound = self.bound;
+            rt.spawn(async move {
+                let _ = bounded("stopping the scan", bound, adapter.stop_scan()).await;
+            });
+        }
     }
 }
 
@@ -225,6 +320,8 @@ pub struct BleLink {
     /// The peripheral of the last connect attempt that did not complete: `disconnect` must
     /// undo (or cancel) it, or a JBD BMS stays locked to us.
     attempted: Option<Peripheral>,
+    /// A scan this link started to find its device.
+    scan: Option<Scan>,
 }
 
 impl BleLink {
@@ -235,7 +332,7 @@ impl BleLink {
 
     /// Finds the peripheral, scanning (bounded, one scan at a time) only if BlueZ does not
     /// know it yet.
-    async fn find(&self) -> Result<Peripheral, LinkError> {
+    async fn find(&mut self) -> Result<Peripheral, LinkError> {
         if let Some(p) = self.known_peripheral().await? {
             return Ok(p);
         }
@@ -245,30 +342,24 @@ impl BleLink {
             return Ok(p);
         }
         log::debug!("{}: not known to BlueZ yet; scanning", self.address);
-        let started = bounded(
-            "starting a scan",
-            self.timeout,
-            self.adapter.start_scan(ScanFilter::default()),
-        )
-        .await;
-        if let Err(e) = &started {
-            // InProgress: someone else (bluetoothctl?) is scanning; their results serve us too.
-            log::debug!("start_scan: {e}");
-        }
+        // Held in the link, so that a stop that cancels this connect still stops the scan
+        // (in `disconnect`).
+        self.scan = Some(Scan::start(&self.adapter, self.timeout).await);
         let deadline = tokio::time::Instant::now() + SCAN_BOUND;
         let found = loop {
-            if let Some(p) = self.known_peripheral().await? {
-                break Some(p);
+            match self.known_peripheral().await {
+                Ok(Some(p)) => break Ok(p),
+                Ok(None) if tokio::time::Instant::now() >= deadline => {
+                    break Err(LinkError::NotFound);
+                }
+                Ok(None) => tokio::time::sleep(SCAN_POLL).await,
+                Err(e) => break Err(e),
             }
-            if tokio::time::Instant::now() >= deadline {
-                break None;
-            }
-            tokio::time::sleep(SCAN_POLL).await;
         };
-        if started.is_ok() {
-            let _ = bounded("stopping the scan", self.timeout, self.adapter.stop_scan()).await;
+        if let Some(scan) = self.scan.take() {
+            scan.stop().await;
         }
-        found.ok_or(LinkError::NotFound)
+        found
     }
 
     fn connect_timeout(&self) -> Duration {
@@ -366,6 +457,9 @@ impl Link for BleLink {
     }
 
     async fn disconnect(&mut self) -> bool {
+        if let Some(scan) = self.scan.take() {
+            scan.stop().await;
+        }
         // The peripheral we are, or may be becoming, connected to: a Connect still in flight
         // is cancelled by Device1.Disconnect (BlueZ documents this), so it is sent even when
         // BlueZ does not report the device connected yet.
@@ -391,9 +485,8 @@ impl Link for BleLink {
             Ok(Err(e)) => {
                 let e = LinkError::from(e);
                 log::debug!("{}: disconnect: {e}", self.address);
-                // "Not connected" is the outcome we wanted.
-                matches!(e, LinkError::NotConnected)
-                    || matches!(&e, LinkError::Bluetooth { name: Some(n), .. } if n == "org.bluez.Error.NotConnected")
+                // "Not connected" is the outcome we wanted; so is a device BlueZ forgot.
+                matches!(e, LinkError::NotConnected | LinkError::NotFound)
             }
             Err(_) => {
                 log::debug!("{}: disconnect timed out", self.address);
@@ -461,6 +554,38 @@ impl Link for BleLink {
         n
     }
 
+    async fn lost(&mut self) {
+        let Some(id) = self.conn.as_ref().map(|c| c.peripheral.id()) else {
+            return std::future::pending().await;
+        };
+        if self.conn().is_err() {
+            // Already known lost (or a disconnect event was waiting).
+            return;
+        }
+        loop {
+            match self.disconnects.recv().await {
+                Ok(gone) if gone == id => break,
+                Ok(_) => {}
+                // Missed events: one of them may have been ours; BlueZ knows.
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    let p = self.conn.as_ref().map(|c| c.peripheral.clone());
+                    if let Some(p) = p
+                        && let Ok(Ok(false)) =
+                            tokio::time::timeout(self.timeout, p.is_connected()).await
+                    {
+                        break;
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => {
+                    return std::future::pending().await;
+                }
+            }
+        }
+        if let Some(c) = self.conn.as_mut() {
+            c.lost = true;
+        }
+    }
+
     async fn read(&mut self) -> Result<Vec<u8>, LinkError> {
         let t = self.timeout;
         let c = self.conn()?;
@@ -503,19 +628,12 @@ pub async fn scan_command(seconds: u64) -> anyhow::Result<i32> {
     let bt = Bluetooth::open().await?;
     let adapter = bt.adapter(None)?;
     let t = Duration::from_secs(10);
-    let started = bounded(
-        "starting a scan",
-        t,
-        adapter.start_scan(ScanFilter::default()),
-    )
-    .await;
-    if let Err(e) = &started {
-        log::warn!("could not start a scan ({e}); listing the devices BlueZ already knows");
+    let scan = Scan::start(&adapter, t).await;
+    if !scan.started() {
+        log::warn!("could not start a scan; listing the devices BlueZ already knows");
     }
     tokio::time::sleep(Duration::from_secs(seconds)).await;
-    if started.is_ok() {
-        let _ = bounded("stopping the scan", t, adapter.stop_scan()).await;
-    }
+    scan.stop().await;
     let mut rows: HashMap<BDAddr, (String, Option<i16>, &'static str)> = HashMap::new();
     for p in bounded("listing devices", t, adapter.peripherals()).await? {
         if let Ok(Some(props)) = bounded("reading properties", t, p.properties()).await {

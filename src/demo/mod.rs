@@ -201,6 +201,11 @@ impl Link for DemoLink {
         n
     }
 
+    async fn lost(&mut self) {
+        // A simulated link never drops.
+        std::future::pending().await
+    }
+
     async fn read(&mut self) -> Result<Vec<u8>, LinkError> {
         if !self.connected {
             return Err(LinkError::NotConnected);

@@ -43,11 +43,12 @@ pub enum LinkError {
         "device not found (is it powered and in range? `blebatt scan` lists what this adapter sees)"
     )]
     NotFound,
-    /// An error from BlueZ or D-Bus. `name` is the D-Bus error name when there is one
-    /// (`org.bluez.Error.Failed`, `org.freedesktop.DBus.Error.AccessDenied`, ...): hints
-    /// match on it, not on the message.
+    /// An error from BlueZ or D-Bus. `cause` is what the transport recognised it as (from
+    /// the D-Bus error name, e.g. `org.bluez.Error.Failed`, kept in `name`): hints match on
+    /// the cause, never on the message.
     #[error("{message}{}", name.as_ref().map(|n| format!(" ({n})")).unwrap_or_default())]
     Bluetooth {
+        cause: Cause,
         name: Option<String>,
         message: String,
     },
@@ -57,11 +58,28 @@ pub enum LinkError {
     MissingCharacteristic(&'static str),
 }
 
+/// What a transport error is, as far as a user can act on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The bus refused us: the user may not talk to BlueZ.
+    AccessDenied,
+    /// Nobody answers for BlueZ on the bus, or the bus connection is gone.
+    BluezUnavailable,
+    /// The adapter is off or blocked.
+    AdapterNotReady,
+    /// The device did not complete the connection (BlueZ `le-connection-abort-by-local`):
+    /// typically it is out of range, or busy with another central.
+    ConnectAborted,
+    /// Another connect or scan is already in progress.
+    InProgress,
+    Other,
+}
+
 impl LinkError {
-    /// The D-Bus error name, when BlueZ or the bus gave one.
-    pub fn dbus_name(&self) -> Option<&str> {
+    /// The recognised cause of a Bluetooth error.
+    pub fn cause(&self) -> Option<Cause> {
         match self {
-            LinkError::Bluetooth { name, .. } => name.as_deref(),
+            LinkError::Bluetooth { cause, .. } => Some(*cause),
             _ => None,
         }
     }
@@ -121,4 +139,8 @@ pub trait Link: Send + 'static {
     fn drain(&mut self) -> usize;
     /// One GATT read of the record characteristic (PowerMon).
     fn read(&mut self) -> impl Future<Output = Result<Vec<u8>, LinkError>> + Send;
+    /// Resolves when a connected link is lost (the device or BlueZ dropped it), so that it is
+    /// re-established at once rather than at the next poll. Pending for ever while not
+    /// connected, or for a transport that never loses links (the demo). Cancel-safe.
+    fn lost(&mut self) -> impl Future<Output = ()> + Send;
 }

@@ -8,7 +8,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until};
 
 use super::poll::{JbdSession, PollError, poll_jbd, poll_powermon};
-use super::{DeviceSpec, Link};
+use super::{Cause, DeviceSpec, Link, LinkError};
 use crate::reading::{DeviceKind, Reading, Values};
 
 /// First reconnect delay after a failed attempt, and the cap.
@@ -35,34 +35,40 @@ pub enum DeviceError {
     Down {
         device: String,
         address: String,
-        last_error: String,
+        last_error: PollError,
         hint: &'static str,
     },
     #[error("{device}: device task stopped unexpectedly")]
     TaskGone { device: String },
 }
 
-/// What a user can do, for causes we recognise.
-fn hint(kind: DeviceKind, err: &str) -> &'static str {
-    let e = err.to_ascii_lowercase();
-    if kind == DeviceKind::Jbd
-        && (e.contains("abort")
-            || e.contains("refused")
-            || e.contains("failed")
-            || e.contains("in progress"))
-    {
-        ". Hint: is the phone app connected to this BMS? A JBD BMS accepts one connection"
-    } else if e.contains("not found") {
-        ""
-    } else if e.contains("permission") || e.contains("accessdenied") || e.contains("access denied")
-    {
-        ". Hint: the user running blebatt needs BlueZ D-Bus access (group `bluetooth`, see systemd/)"
-    } else if e.contains("org.freedesktop.dbus.error") || e.contains("serviceunknown") {
-        ". Hint: is bluetoothd running (`systemctl status bluetooth`)?"
-    } else if kind == DeviceKind::Jbd && e.contains("no reply") {
-        ". Hint: a JBD BMS that stops answering often needs a reconnect; blebatt does that after 2 misses"
-    } else {
-        ""
+/// What a user can do, for causes we recognise (by the error's identity, never its text).
+fn hint(kind: DeviceKind, err: &PollError) -> &'static str {
+    const PHONE_APP: &str =
+        ". Hint: is the phone app connected to this BMS? A JBD BMS accepts one connection";
+    const ACCESS: &str = ". Hint: the user running blebatt needs BlueZ D-Bus access (group `bluetooth`, see systemd/)";
+    const BLUEZ: &str = ". Hint: is bluetoothd running (`systemctl status bluetooth`)?";
+    const ADAPTER: &str =
+        ". Hint: is the adapter powered and unblocked (`bluetoothctl power on`, `rfkill list`)?";
+    const BUSY: &str = ". Hint: another program (bluetoothctl, a scan) is using the adapter";
+    const NO_REPLY: &str = ". Hint: a JBD BMS that stops answering often needs a reconnect; blebatt does that after 2 misses in a row";
+    let jbd = kind == DeviceKind::Jbd;
+    match err {
+        PollError::Link(e) => match e.cause() {
+            Some(Cause::AccessDenied) => ACCESS,
+            Some(Cause::BluezUnavailable) => BLUEZ,
+            Some(Cause::AdapterNotReady) => ADAPTER,
+            Some(Cause::ConnectAborted) if jbd => PHONE_APP,
+            Some(Cause::InProgress) => BUSY,
+            _ => match e {
+                LinkError::Timeout {
+                    what: "connect", ..
+                } if jbd => PHONE_APP,
+                _ => "",
+            },
+        },
+        PollError::NoReply { .. } if jbd => NO_REPLY,
+        _ => "",
     }
 }
 
@@ -122,7 +128,8 @@ enum State {
     Up,
     Down {
         retry_at: Instant,
-        backoff: Duration,
+        /// Un-jittered backoff of the last failed attempt (zero: none failed yet).
+        base: Duration,
     },
 }
 
@@ -131,8 +138,9 @@ struct Task<L> {
     link: L,
     state: State,
     jbd: JbdSession,
+    /// Polls in a row that got no reply.
     consecutive_timeouts: u32,
-    last_error: String,
+    last_error: PollError,
     /// Last poll error logged at warning level, so a repeating one is logged once.
     last_logged: Option<String>,
     ever_connected: bool,
@@ -143,20 +151,7 @@ pub fn spawn<L: Link>(spec: DeviceSpec, link: L) -> DeviceHandle {
     let spec = Arc::new(spec);
     let (polls, rx) = mpsc::channel(4);
     let (stop, stop_rx) = watch::channel(false);
-    let task = Task {
-        spec: spec.clone(),
-        link,
-        state: State::Down {
-            retry_at: Instant::now(),
-            backoff: Duration::ZERO,
-        },
-        jbd: JbdSession::new(),
-        consecutive_timeouts: 0,
-        last_error: "not connected yet".into(),
-        last_logged: None,
-        ever_connected: false,
-    };
-    let join = tokio::spawn(task.run(rx, stop_rx));
+    let join = tokio::spawn(Task::new(spec.clone(), link).run(rx, stop_rx));
     DeviceHandle {
         spec,
         polls,
@@ -165,17 +160,42 @@ pub fn spawn<L: Link>(spec: DeviceSpec, link: L) -> DeviceHandle {
     }
 }
 
-/// Doubles the backoff up to the cap, with +-20 % jitter so devices do not retry in lockstep.
-fn next_backoff(prev: Duration) -> Duration {
-    let base = if prev.is_zero() {
+/// Jitter around the base delay, as a fraction either way.
+const BACKOFF_JITTER: f64 = 0.2;
+
+/// The un-jittered delay after a failed attempt: 1, 2, 4 ... 32, 60, 60 s.
+fn next_base(prev: Duration) -> Duration {
+    if prev.is_zero() {
         BACKOFF_START
     } else {
         (prev * 2).min(BACKOFF_MAX)
-    };
-    base.mul_f64(0.8 + 0.4 * fastrand::f64())
+    }
+}
+
+/// The delay actually waited: `base` +-20 % (`unit` in [0, 1) picks where), never past the
+/// cap, so devices do not retry in lockstep and the jitter never compounds.
+fn jittered(base: Duration, unit: f64) -> Duration {
+    base.mul_f64(1.0 - BACKOFF_JITTER + 2.0 * BACKOFF_JITTER * unit)
+        .min(BACKOFF_MAX)
 }
 
 impl<L: Link> Task<L> {
+    fn new(spec: Arc<DeviceSpec>, link: L) -> Self {
+        Task {
+            spec,
+            link,
+            state: State::Down {
+                retry_at: Instant::now(),
+                base: Duration::ZERO,
+            },
+            jbd: JbdSession::new(),
+            consecutive_timeouts: 0,
+            last_error: PollError::Link(LinkError::NotConnected),
+            last_logged: None,
+            ever_connected: false,
+        }
+    }
+
     /// Returns true when the device is known to be disconnected at the end.
     async fn run(
         mut self,
@@ -185,6 +205,7 @@ impl<L: Link> Task<L> {
         enum Next {
             Poll(Reply),
             Connect,
+            Lost,
             Stop,
         }
         loop {
@@ -192,11 +213,13 @@ impl<L: Link> Task<L> {
                 State::Down { retry_at, .. } => Some(retry_at),
                 State::Up => None,
             };
+            let up = retry_at.is_none();
             let next = tokio::select! {
                 biased;
                 _ = stop.changed() => Next::Stop,
                 reply = polls.recv() => reply.map_or(Next::Stop, Next::Poll),
-                _ = sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => Next::Connect,
+                _ = sleep_until(retry_at.unwrap_or_else(Instant::now)), if !up => Next::Connect,
+                () = self.link.lost(), if up => Next::Lost,
             };
             // A stop interrupts a poll or a connect in progress: a silent device must not
             // keep us (and its connection) past shutdown.
@@ -213,6 +236,12 @@ impl<L: Link> Task<L> {
                     () = self.try_connect() => false,
                     _ = stop.changed() => true,
                 },
+                Next::Lost => {
+                    // Reconnect now, not at the next poll: the loop connects at once.
+                    self.link.disconnect().await;
+                    self.go_down(&PollError::Link(LinkError::Disconnected));
+                    false
+                }
             };
             if stopped {
                 let done = self.link.disconnect().await;
@@ -231,7 +260,7 @@ impl<L: Link> Task<L> {
     }
 
     async fn try_connect(&mut self) {
-        let State::Down { backoff, .. } = self.state else {
+        let State::Down { base, .. } = self.state else {
             return;
         };
         match self.link.connect().await {
@@ -253,42 +282,42 @@ impl<L: Link> Task<L> {
                 self.ever_connected = true;
             }
             Err(e) => {
-                let backoff = next_backoff(backoff);
-                let msg = e.to_string();
+                let base = next_base(base);
+                let delay = jittered(base, fastrand::f64());
+                let e = PollError::Link(e);
                 // Log the first failure of a run at warning level, repeats at debug.
-                if self.last_error != msg || backoff <= BACKOFF_START.mul_f64(1.2) {
+                if self.last_error != e || base == BACKOFF_START {
                     log::warn!(
-                        "{} ({}): connect failed: {msg}{}; retrying in {:.1}s",
+                        "{} ({}): connect failed: {e}{}; retrying in {:.1}s",
                         self.spec.name,
                         self.spec.address,
-                        hint(self.spec.kind, &msg),
-                        backoff.as_secs_f64()
+                        hint(self.spec.kind, &e),
+                        delay.as_secs_f64()
                     );
                 } else {
-                    log::debug!("{}: connect failed again: {msg}", self.spec.name);
+                    log::debug!("{}: connect failed again: {e}", self.spec.name);
                 }
-                self.last_error = msg;
+                self.last_error = e;
                 self.link.disconnect().await;
                 self.state = State::Down {
-                    retry_at: Instant::now() + backoff,
-                    backoff,
+                    retry_at: Instant::now() + delay,
+                    base,
                 };
             }
         }
     }
 
     fn go_down(&mut self, why: &PollError) {
-        let msg = why.to_string();
         log::warn!(
-            "{} ({}): connection lost: {msg}; reconnecting",
+            "{} ({}): connection lost: {why}; reconnecting",
             self.spec.name,
             self.spec.address
         );
-        self.last_error = msg;
+        self.last_error = why.clone();
         // Reconnect at once after a loss; back off only if that fails.
         self.state = State::Down {
             retry_at: Instant::now(),
-            backoff: Duration::ZERO,
+            base: Duration::ZERO,
         };
     }
 
@@ -329,8 +358,11 @@ impl<L: Link> Task<L> {
                 })
             }
             Err(e) => {
+                // "In a row": any other outcome breaks the run of misses.
                 if e.is_timeout() {
                     self.consecutive_timeouts += 1;
+                } else {
+                    self.consecutive_timeouts = 0;
                 }
                 if e.is_link_fatal() || self.consecutive_timeouts >= TIMEOUTS_BEFORE_RECONNECT {
                     self.link.disconnect().await;
@@ -349,7 +381,7 @@ impl<L: Link> Task<L> {
                 Err(DeviceError::Poll {
                     device: self.spec.name.clone(),
                     address: self.spec.address.clone(),
-                    hint: hint(self.spec.kind, &e.to_string()),
+                    hint: hint(self.spec.kind, &e),
                     source: e,
                 })
             }
@@ -358,42 +390,4 @@ impl<L: Link> Task<L> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_from_one_second_to_a_jittered_sixty() {
-        let mut b = Duration::ZERO;
-        let mut seen = Vec::new();
-        for _ in 0..12 {
-            b = next_backoff(b);
-            seen.push(b);
-        }
-        assert!((0.8..=1.2).contains(&seen[0].as_secs_f64()), "{seen:?}");
-        assert!((1.28..=2.88).contains(&seen[1].as_secs_f64()), "{seen:?}");
-        for w in seen.windows(2) {
-            assert!(w[1] <= BACKOFF_MAX.mul_f64(1.2), "{seen:?}");
-        }
-        assert!(
-            seen[11] >= BACKOFF_MAX.mul_f64(0.8),
-            "reaches the cap: {seen:?}"
-        );
-    }
-
-    #[test]
-    fn hints_name_what_to_do() {
-        assert!(hint(DeviceKind::Jbd, "le-connection-abort-by-local").contains("phone app"));
-        assert!(hint(DeviceKind::Jbd, "no reply to register 0x03").contains("reconnect"));
-        assert!(
-            hint(
-                DeviceKind::Powermon,
-                "org.freedesktop.DBus.Error.AccessDenied"
-            )
-            .contains("bluetooth")
-        );
-        assert_eq!(
-            hint(DeviceKind::Powermon, "le-connection-abort-by-local"),
-            ""
-        );
-    }
-}
+mod tests;

@@ -302,12 +302,21 @@ impl MockDevice {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EventKind {
+    /// A Connect call arrived (it may still fail, be refused or be cancelled).
+    ConnectCalled {
+        mac: String,
+    },
     /// A Connect call that succeeded.
     Connect {
         mac: String,
     },
     /// A Connect call failed because of `refuse_connects`.
     ConnectRefused {
+        mac: String,
+    },
+    /// A Connect still in progress was cancelled by a Disconnect (BlueZ: "Disconnect ...
+    /// also cancels a pending Connect"); the Connect call then fails.
+    ConnectCancelled {
         mac: String,
     },
     /// A Disconnect call (whether or not the device was connected).
@@ -360,7 +369,9 @@ impl EventKind {
     pub fn mac(&self) -> Option<&str> {
         match self {
             EventKind::Connect { mac }
+            | EventKind::ConnectCalled { mac }
             | EventKind::ConnectRefused { mac }
+            | EventKind::ConnectCancelled { mac }
             | EventKind::Disconnect { mac }
             | EventKind::LinkDropped { mac }
             | EventKind::StartNotify { mac, .. }
@@ -401,6 +412,10 @@ struct DevState {
     gatt_exported: bool,
     connected: bool,
     connecting: bool,
+    /// Bumped by a Disconnect that cancels a Connect in progress.
+    connect_cancels: u64,
+    /// Wakes a Connect in progress when it is cancelled.
+    cancel: Arc<tokio::sync::Notify>,
     services_resolved: bool,
     notifying: bool,
     /// Bumped on every connect and link loss, so work of an older link stops.
@@ -429,6 +444,8 @@ impl DevState {
             gatt_exported: false,
             connected: false,
             connecting: false,
+            connect_cancels: 0,
+            cancel: Arc::default(),
             services_resolved: false,
             notifying: false,
             link_epoch: 0,
@@ -1323,8 +1340,9 @@ impl Device1 {
 impl Device1 {
     async fn connect(&self) -> Result<(), BluezError> {
         let mac = self.mac.clone();
-        let (delay, refuse, generation) = {
+        let (delay, refuse, generation, cancels, cancel) = {
             let mut st = self.sh.lock();
+            st.push(EventKind::ConnectCalled { mac: mac.clone() });
             let generation = st.generation;
             let d = st.dev(&mac)?;
             if d.connected {
@@ -1338,10 +1356,40 @@ impl Device1 {
             if refuse {
                 d.cfg.faults.refuse_connects -= 1;
             }
-            (d.cfg.faults.connect_delay, refuse, generation)
+            (
+                d.cfg.faults.connect_delay,
+                refuse,
+                generation,
+                d.connect_cancels,
+                d.cancel.clone(),
+            )
         };
+        self.sh.cv.notify_all();
         if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
+            let cancelled = cancel.notified();
+            tokio::pin!(cancelled);
+            // Register before re-checking, so a cancel in between is not missed.
+            cancelled.as_mut().enable();
+            let already = self
+                .sh
+                .lock()
+                .devices
+                .get(&mac)
+                .is_some_and(|d| d.connect_cancels != cancels);
+            if !already {
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = &mut cancelled => {}
+                }
+            }
+        }
+        {
+            let mut st = self.sh.lock();
+            if let Ok(d) = st.dev(&mac)
+                && d.connect_cancels != cancels
+            {
+                return Err(BluezError::Failed("Operation cancelled".into()));
+            }
         }
         // Wait for a link loss being announced to finish, so Connected=false never follows
         // this Connected=true.
@@ -1393,6 +1441,25 @@ impl Device1 {
         self.sh.push(EventKind::Disconnect {
             mac: self.mac.clone(),
         });
+        let cancelled = {
+            let mut st = self.sh.lock();
+            let d = st.devices.get_mut(&self.mac).filter(|d| d.connecting);
+            let cancel = d.map(|d| {
+                d.connecting = false;
+                d.connect_cancels += 1;
+                d.cancel.clone()
+            });
+            if cancel.is_some() {
+                st.push(EventKind::ConnectCancelled {
+                    mac: self.mac.clone(),
+                });
+            }
+            cancel
+        };
+        if let Some(cancel) = cancelled {
+            cancel.notify_waiters();
+            self.sh.cv.notify_all();
+        }
         // Done in a task of its own: it removes GATT objects.
         let task = tokio::spawn(disconnect_device(self.sh.clone(), self.mac.clone(), false));
         let _ = task.await;

@@ -1,0 +1,388 @@
+//! The device task's lifecycle, driven through a scripted fake transport on a paused tokio
+//! clock: timeouts and backoff waits cost no wall time, and every assertion is on what the
+//! task did (connects, disconnects, reads), not on how long it took.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+
+use super::*;
+use crate::demo::PowermonSim;
+use crate::device::PollError;
+
+/// What the fake device does on one read.
+#[derive(Debug, Clone, Copy)]
+enum Read {
+    /// A valid new-firmware record.
+    Record,
+    /// A value of the wrong length: a decode error, not a timeout.
+    Garbage,
+    /// Never answers.
+    Hang,
+}
+
+/// What the fake device does on one connect.
+#[derive(Debug, Clone)]
+enum Connect {
+    Ok,
+    Fail(LinkError),
+    Hang,
+}
+
+#[derive(Default)]
+struct Script {
+    connects: Vec<Instant>,
+    disconnects: u32,
+    reads: u32,
+    connected: bool,
+    /// Popped per connect; empty = succeed.
+    connect_steps: VecDeque<Connect>,
+    /// Used when `connect_steps` is empty and this is set.
+    connect_always: Option<Connect>,
+    /// Popped per read; empty = a valid record.
+    read_steps: VecDeque<Read>,
+    /// What `disconnect` reports.
+    disconnect_confirms: bool,
+}
+
+#[derive(Clone)]
+struct Fake {
+    s: Arc<Mutex<Script>>,
+    lose: Arc<Notify>,
+}
+
+impl Fake {
+    fn new() -> Fake {
+        Fake {
+            s: Arc::new(Mutex::new(Script {
+                disconnect_confirms: true,
+                ..Script::default()
+            })),
+            lose: Arc::new(Notify::new()),
+        }
+    }
+
+    fn script(&self) -> std::sync::MutexGuard<'_, Script> {
+        self.s.lock().unwrap()
+    }
+
+    fn connects(&self) -> usize {
+        self.script().connects.len()
+    }
+
+    fn disconnects(&self) -> u32 {
+        self.script().disconnects
+    }
+
+    /// The device drops the link.
+    fn drop_link(&self) {
+        self.script().connected = false;
+        self.lose.notify_one();
+    }
+}
+
+impl Link for Fake {
+    async fn connect(&mut self) -> Result<(), LinkError> {
+        let step = {
+            let mut s = self.script();
+            s.connects.push(Instant::now());
+            let always = s.connect_always.clone();
+            s.connect_steps
+                .pop_front()
+                .or(always)
+                .unwrap_or(Connect::Ok)
+        };
+        match step {
+            Connect::Ok => {
+                self.script().connected = true;
+                Ok(())
+            }
+            Connect::Fail(e) => Err(e),
+            Connect::Hang => std::future::pending().await,
+        }
+    }
+
+    async fn disconnect(&mut self) -> bool {
+        let mut s = self.script();
+        s.disconnects += 1;
+        s.connected = false;
+        s.disconnect_confirms
+    }
+
+    async fn write(&mut self, _: &[u8]) -> Result<(), LinkError> {
+        unreachable!("the fake is a PowerMon")
+    }
+
+    async fn notification(&mut self) -> Result<Vec<u8>, LinkError> {
+        unreachable!("the fake is a PowerMon")
+    }
+
+    fn drain(&mut self) -> usize {
+        0
+    }
+
+    async fn read(&mut self) -> Result<Vec<u8>, LinkError> {
+        let step = {
+            let mut s = self.script();
+            s.reads += 1;
+            if !s.connected {
+                return Err(LinkError::Disconnected);
+            }
+            s.read_steps.pop_front().unwrap_or(Read::Record)
+        };
+        match step {
+            Read::Record => Ok(PowermonSim {
+                voltage_v: 13.3,
+                current_a: -4.0,
+            }
+            .record(0.0)),
+            Read::Garbage => Ok(vec![0; 7]),
+            Read::Hang => std::future::pending().await,
+        }
+    }
+
+    async fn lost(&mut self) {
+        if self.script().connected {
+            self.lose.notified().await;
+        } else {
+            std::future::pending().await
+        }
+    }
+}
+
+fn spec() -> DeviceSpec {
+    DeviceSpec {
+        name: "pm".into(),
+        kind: DeviceKind::Powermon,
+        address: "AA:BB:CC:DD:EE:03".into(),
+        timeout: Duration::from_secs(5),
+        adapter: None,
+    }
+}
+
+fn other_error() -> LinkError {
+    LinkError::Bluetooth {
+        cause: Cause::Other,
+        name: Some("org.bluez.Error.Failed".into()),
+        message: "Input/output error".into(),
+    }
+}
+
+/// Lets the task run until `done` holds (the paused clock advances only when every task
+/// waits on a timer, so this is deterministic). Panics after a generous bound of steps.
+async fn until(what: &str, done: impl Fn() -> bool) {
+    for _ in 0..10_000 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_missed_replies_in_a_row_reconnect() {
+    let fake = Fake::new();
+    fake.script().read_steps = [Read::Hang, Read::Hang].into();
+    let h = spawn(spec(), fake.clone());
+    assert!(
+        h.poll()
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("timed out")
+    );
+    assert_eq!(fake.disconnects(), 0, "one miss is not a dead link");
+    assert!(h.poll().await.is_err());
+    assert_eq!(fake.disconnects(), 1, "two misses in a row: reconnect");
+    let reading = h.poll().await.expect("reconnected and polled");
+    assert_eq!(reading.device, "pm");
+    assert_eq!(fake.connects(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn misses_broken_by_another_outcome_are_not_in_a_row() {
+    let fake = Fake::new();
+    fake.script().read_steps = [Read::Hang, Read::Garbage, Read::Hang].into();
+    let h = spawn(spec(), fake.clone());
+    for _ in 0..3 {
+        assert!(h.poll().await.is_err());
+    }
+    assert_eq!(
+        fake.disconnects(),
+        0,
+        "miss, decode error, miss: no reconnect"
+    );
+    assert!(h.poll().await.is_ok());
+    assert_eq!(fake.connects(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_link_lost_while_idle_is_reconnected_before_the_next_poll() {
+    let fake = Fake::new();
+    let h = spawn(spec(), fake.clone());
+    h.poll().await.expect("first poll");
+    fake.drop_link();
+    until("a reconnect without any poll", || fake.connects() == 2).await;
+    assert_eq!(fake.disconnects(), 1, "the lost link is cleaned up first");
+    h.poll()
+        .await
+        .expect("the poll after a drop gets its reading");
+    assert_eq!(fake.script().reads, 2, "no read was spent on the dead link");
+}
+
+#[tokio::test(start_paused = true)]
+async fn connect_failures_back_off_1_2_4_to_60_seconds_with_bounded_jitter() {
+    let fake = Fake::new();
+    fake.script().connect_always = Some(Connect::Fail(other_error()));
+    let h = spawn(spec(), fake.clone());
+    tokio::time::sleep(Duration::from_secs(700)).await;
+    let times = fake.script().connects.clone();
+    assert!(times.len() >= 12, "{} attempts in 700 s", times.len());
+    let mut base = Duration::ZERO;
+    for (i, w) in times.windows(2).enumerate() {
+        base = next_base(base);
+        let gap = w[1] - w[0];
+        let lo = base.mul_f64(0.8);
+        let hi = base.mul_f64(1.2).min(BACKOFF_MAX);
+        assert!(
+            gap >= lo && gap <= hi,
+            "attempt {i}: waited {gap:?}, base {base:?}"
+        );
+    }
+    assert_eq!(base, BACKOFF_MAX, "reaches the cap");
+    assert!(h.poll().await.is_err());
+}
+
+#[test]
+fn backoff_bases_are_exactly_1_2_4_to_60_and_jitter_never_compounds() {
+    let mut b = Duration::ZERO;
+    let bases: Vec<u64> = (0..9)
+        .map(|_| {
+            b = next_base(b);
+            b.as_secs()
+        })
+        .collect();
+    assert_eq!(bases, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+    let s = Duration::from_secs;
+    assert_eq!(jittered(s(1), 0.0), Duration::from_millis(800));
+    assert_eq!(jittered(s(10), 0.5), s(10));
+    assert!(jittered(s(1), 0.999_999) > Duration::from_millis(1199));
+    assert_eq!(jittered(s(60), 0.999_999), s(60), "never past the cap");
+    assert_eq!(jittered(s(60), 0.0), s(48));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_during_a_connect_cancels_it_and_confirms() {
+    let fake = Fake::new();
+    fake.script().connect_steps = [Connect::Hang].into();
+    let h = spawn(spec(), fake.clone());
+    until("a connect in flight", || fake.connects() == 1).await;
+    assert!(h.shutdown().await, "disconnect confirmed");
+    assert_eq!(fake.disconnects(), 1, "the pending connect was cancelled");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_during_a_backoff_wait_ends_the_task_at_once() {
+    let fake = Fake::new();
+    fake.script().connect_always = Some(Connect::Fail(other_error()));
+    let h = spawn(spec(), fake.clone());
+    until("a failed connect", || fake.disconnects() == 1).await;
+    let t0 = Instant::now();
+    assert!(h.shutdown().await);
+    assert!(
+        t0.elapsed() < BACKOFF_START.mul_f64(0.8),
+        "waited out the backoff"
+    );
+    assert_eq!(fake.connects(), 1, "no retry after the stop");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_during_a_poll_interrupts_it() {
+    let fake = Fake::new();
+    fake.script().read_steps = [Read::Hang].into();
+    let (polls, polls_rx) = mpsc::channel(4);
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(Task::new(Arc::new(spec()), fake.clone()).run(polls_rx, stop_rx));
+    let (reply, answer) = oneshot::channel();
+    polls.send(reply).await.unwrap();
+    until("a read in flight", || fake.script().reads == 1).await;
+    let t0 = Instant::now();
+    stop.send(true).unwrap();
+    assert!(task.await.unwrap(), "disconnect confirmed");
+    assert!(
+        t0.elapsed() < spec().timeout,
+        "waited for the read to time out"
+    );
+    assert!(
+        answer.await.is_err(),
+        "the interrupted poll gets no reading"
+    );
+    assert_eq!(fake.disconnects(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_says_when_a_disconnect_is_not_confirmed() {
+    let fake = Fake::new();
+    fake.script().disconnect_confirms = false;
+    let h = spawn(spec(), fake.clone());
+    h.poll().await.unwrap();
+    assert!(!h.shutdown().await);
+}
+
+#[test]
+fn hints_match_the_cause_not_the_text() {
+    let link = |cause, name: &str, message: &str| {
+        PollError::Link(LinkError::Bluetooth {
+            cause,
+            name: Some(name.into()),
+            message: message.into(),
+        })
+    };
+    let aborted = link(
+        Cause::ConnectAborted,
+        "org.bluez.Error.Failed",
+        "le-connection-abort-by-local",
+    );
+    assert!(hint(DeviceKind::Jbd, &aborted).contains("phone app"));
+    assert_eq!(hint(DeviceKind::Powermon, &aborted), "");
+    // Any other BlueZ "Failed" is not the phone app.
+    let io = link(Cause::Other, "org.bluez.Error.Failed", "Input/output error");
+    assert_eq!(hint(DeviceKind::Jbd, &io), "");
+    let denied = link(
+        Cause::AccessDenied,
+        "org.freedesktop.DBus.Error.AccessDenied",
+        "Rejected send message",
+    );
+    assert!(hint(DeviceKind::Powermon, &denied).contains("group `bluetooth`"));
+    let gone = link(
+        Cause::BluezUnavailable,
+        "org.freedesktop.DBus.Error.ServiceUnknown",
+        "The name org.bluez was not provided",
+    );
+    assert!(hint(DeviceKind::Jbd, &gone).contains("bluetoothd"));
+    let off = link(
+        Cause::AdapterNotReady,
+        "org.bluez.Error.NotReady",
+        "Resource Not Ready",
+    );
+    assert!(hint(DeviceKind::Jbd, &off).contains("power on"));
+    let busy = link(
+        Cause::InProgress,
+        "org.bluez.Error.InProgress",
+        "In Progress",
+    );
+    assert!(hint(DeviceKind::Jbd, &busy).contains("another program"));
+    let no_reply = PollError::NoReply {
+        register: 3,
+        after: Duration::from_secs(5),
+    };
+    assert!(hint(DeviceKind::Jbd, &no_reply).contains("2 misses in a row"));
+    assert_eq!(hint(DeviceKind::Powermon, &no_reply), "");
+    let connect_timeout = PollError::Link(LinkError::Timeout {
+        what: "connect",
+        after: Duration::from_secs(10),
+    });
+    assert!(hint(DeviceKind::Jbd, &connect_timeout).contains("phone app"));
+}
