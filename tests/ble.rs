@@ -774,3 +774,46 @@ fn a_stop_during_a_scan_stops_the_scan() {
     );
     assert!(!rig.mock.is_discovering());
 }
+
+/// Issue 10 (tests that bite): ticks that arrive while a device is still busy with an earlier
+/// one are coalesced per device: the slow device is polled once, not once per tick (a queue
+/// of stale polls would follow it around), while the fast one answers every tick.
+#[test]
+fn ticks_for_a_busy_device_are_coalesced_per_device() {
+    let slow = jbd_4s(JBD_A).with_faults(Faults {
+        reply_delay: Duration::from_millis(1500),
+        ..Faults::default()
+    });
+    let rig = Rig::new(vec![slow, jbd_16s(JBD_B)]);
+    let mut e = rig.run(&[
+        "--jbd",
+        &format!("slow={JBD_A}"),
+        "--jbd",
+        &format!("fast={JBD_B}"),
+    ]);
+    assert!(
+        rig.mock
+            .wait_for_count(|ev| is_connect(&ev.kind), 2, Duration::from_secs(20))
+    );
+    // Three ticks, each once the fast device has answered the previous one: the slow one
+    // (three requests of 1.5 s each) is busy with the first throughout.
+    for _ in 0..3 {
+        e.tick();
+        let lines = e.read_lines(1, Duration::from_secs(20));
+        assert!(lines[0].contains(",device=fast,"), "{lines:?}");
+    }
+    let lines = e.read_lines(1, Duration::from_secs(30));
+    assert!(lines[0].contains(",device=slow,"), "{lines:?}");
+    e.close_stdin();
+    let (code, _, err) = e.wait(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{err}");
+    let basic_info_requests = rig
+        .writes(JBD_A)
+        .iter()
+        .filter(|(bytes, _)| bytes.get(2) == Some(&0x03))
+        .count();
+    assert_eq!(
+        basic_info_requests, 1,
+        "the slow device was polled per tick"
+    );
+}
