@@ -71,12 +71,10 @@ impl Rig {
     fn once(&self, args: &[&str]) -> Outcome {
         let mut full = vec!["once"];
         full.extend_from_slice(args);
+        let start = Instant::now();
         let mut e = Execd::spawn(&mut self.cmd(&full));
         e.close_stdin();
-        let start = Instant::now();
-        let lines_rx = std::mem::replace(&mut e.lines, std::sync::mpsc::channel().1);
-        let (code, _, stderr) = e.wait(Duration::from_secs(60));
-        let lines = lines_rx.try_iter().collect();
+        let (code, _, lines, stderr) = e.finish(Duration::from_secs(60));
         Outcome {
             code,
             took: start.elapsed(),

@@ -7,12 +7,13 @@
 //! - Stdin EOF, SIGTERM or SIGINT: stop ticking, let in-flight polls finish briefly,
 //!   disconnect every device, exit 0. A second signal exits at once.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio::sync::mpsc;
 
+use super::stop;
 use super::{EXIT_OK, STOP_GRACE, ignore_broken_pipe, resolve, shutdown, start_devices};
 use crate::cli::RunArgs;
 use crate::output;
@@ -24,74 +25,32 @@ enum Event {
     Stop(&'static str),
 }
 
-/// Reads stdin on its own thread (a blocking read must not hold up runtime shutdown). EOF is
-/// a stop. With `ticks`, each line is a tick (`signal = "STDIN"`); without, lines are ignored
-/// (`--interval`), but EOF still means Telegraf wants us gone.
-fn spawn_stdin_reader(tx: mpsc::Sender<Event>, ticks: bool) {
-    std::thread::Builder::new()
-        .name("stdin".into())
-        .spawn(move || {
-            let mut stdin = std::io::stdin().lock();
-            let mut line = Vec::new();
-            loop {
-                line.clear();
-                match stdin.read_until(b'\n', &mut line) {
-                    Ok(0) | Err(_) => {
-                        let _ = tx.blocking_send(Event::Stop("stdin closed"));
-                        return;
-                    }
-                    Ok(_) if !ticks => {}
-                    // Coalesce: if a tick is already waiting, this one adds nothing.
-                    Ok(_) => match tx.try_send(Event::Tick) {
-                        Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
-                        Err(mpsc::error::TrySendError::Closed(_)) => return,
-                    },
-                }
-            }
-        })
-        .expect("cannot start the stdin thread");
-}
-
-/// SIGTERM / SIGINT via signal-hook on its own thread: the first asks for a clean stop, the
-/// second exits at once.
-fn spawn_signal_watcher(tx: mpsc::Sender<Event>) -> anyhow::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            let mut seen = 0;
-            for sig in signals.forever() {
-                seen += 1;
-                if seen > 1 {
-                    eprintln!("E! second signal: exiting without a clean disconnect");
-                    std::process::exit(super::EXIT_FAILURE);
-                }
-                let why = if sig == SIGTERM { "SIGTERM" } else { "SIGINT" };
-                let _ = tx.blocking_send(Event::Stop(why));
-            }
-        })?;
-    Ok(())
-}
-
 pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     let cfg = resolve(&args.devices)?;
     let interval = args.interval.or(cfg.interval);
-    // Capacity 1 for ticks: coalescing happens at the sender. Stops use blocking_send.
-    let (tx, mut events) = mpsc::channel::<Event>(1);
-    spawn_signal_watcher(tx.clone())?;
+    let (stopper, mut stop) = stop::channel();
+    stop::spawn_signal_watcher(stopper.clone())?;
+    // Ticks from stdin: a queue of one, coalesced at the sender.
+    let (tick_tx, mut ticks) = mpsc::channel::<()>(1);
     // With --interval (signal = "none"), /dev/null as stdin (a service) gives EOF at once:
     // then stdin is not watched at all.
     if interval.is_none() || !stdin_is_null() {
-        spawn_stdin_reader(tx.clone(), interval.is_none());
+        stop::spawn_stdin_reader(interval.is_none().then(|| tick_tx.clone()), stopper);
     }
-    drop(tx);
 
+    // Start-up waits on BlueZ (bounded, but for longer than Telegraf waits for us to stop):
+    // a stop abandons it. No device task exists until every link is made.
     let super::Started {
         handles,
         mut failure,
         _bt,
-    } = start_devices(&cfg, args.devices.demo).await?;
+    } = tokio::select! {
+        started = start_devices(&cfg, args.devices.demo) => started?,
+        why = stop.wait() => {
+            log::info!("{why}: stopping before any device was started");
+            return Ok(EXIT_OK);
+        }
+    };
     log::info!(
         "polling {} device(s) {}",
         handles.len(),
@@ -122,7 +81,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
             }
         };
         let event = tokio::select! {
-            e = events.recv() => e.unwrap_or(Event::Stop("input closed")),
+            why = stop.wait() => Event::Stop(why),
+            Some(()) = ticks.recv() => Event::Tick,
             reason = failure.wait() => {
                 failure_err = Some(anyhow::anyhow!("{reason}; exiting so that Telegraf restarts blebatt"));
                 break "Bluetooth failed";
@@ -159,6 +119,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         }
     };
     log::info!("{why}: stopping");
+    drop(tick_tx);
 
     // Let polls that are nearly done finish, so their lines are not lost.
     let grace = tokio::time::sleep(STOP_GRACE);

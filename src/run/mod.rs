@@ -3,6 +3,7 @@
 
 mod decode;
 mod execd;
+mod stop;
 
 use std::io::Write;
 use std::time::Duration;
@@ -56,9 +57,9 @@ pub fn main(cli: Cli) -> i32 {
                 }
             };
         }
-        Command::Once(args) => runtime().block_on(once(args)),
-        Command::Run(args) => runtime().block_on(execd::run(args)),
-        Command::Scan(args) => runtime().block_on(crate::ble::scan_command(args.seconds)),
+        Command::Once(args) => on_runtime(once(args)),
+        Command::Run(args) => on_runtime(execd::run(args)),
+        Command::Scan(args) => on_runtime(crate::ble::scan_command(args.seconds)),
     };
     match result {
         Ok(code) => code,
@@ -73,13 +74,20 @@ pub fn main(cli: Cli) -> i32 {
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+/// How long the runtime may take to wind down once a command is done (a library's blocking
+/// task must not hold the exit up).
+const RUNTIME_WIND_DOWN: Duration = Duration::from_millis(100);
+
+fn on_runtime(command: impl Future<Output = anyhow::Result<i32>>) -> anyhow::Result<i32> {
     // One thread: a handful of devices spend their time waiting on the radio, a Pi Zero has
     // one core, and cross-thread wake-ups were the largest CPU cost measured (bench/README.md).
-    tokio::runtime::Builder::new_current_thread()
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .expect("cannot start the tokio runtime")
+        .expect("cannot start the tokio runtime");
+    let result = rt.block_on(command);
+    rt.shutdown_timeout(RUNTIME_WIND_DOWN);
+    result
 }
 
 /// Resolves the devices from config file, flags or `--demo`.
@@ -174,18 +182,30 @@ pub(crate) async fn shutdown(handles: Vec<DeviceHandle>) -> bool {
 }
 
 /// `blebatt once`: poll each device once, print in configuration order, disconnect.
+/// A first SIGTERM/SIGINT ends it early: every device is disconnected, nothing is printed,
+/// exit 1. A second exits at once.
 async fn once(args: DeviceArgs) -> anyhow::Result<i32> {
     let cfg = resolve(&args)?;
+    let (stopper, mut stop) = stop::channel();
+    stop::spawn_signal_watcher(stopper)?;
     let Started {
         handles,
         mut failure,
         _bt,
-    } = start_devices(&cfg, args.demo).await?;
+    } = tokio::select! {
+        started = start_devices(&cfg, args.demo) => started?,
+        why = stop.wait() => anyhow::bail!("{why}: interrupted before any device was started"),
+    };
     let results = tokio::select! {
         r = join_all(handles.iter().map(|h| h.poll())) => r,
         reason = failure.wait() => {
             shutdown(handles).await;
             anyhow::bail!("{reason}");
+        }
+        why = stop.wait() => {
+            log::info!("{why}: interrupted, disconnecting");
+            shutdown(handles).await;
+            anyhow::bail!("{why}: interrupted before every device answered; nothing printed");
         }
     };
     let mut buf = Vec::new();

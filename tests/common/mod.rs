@@ -45,10 +45,13 @@ pub fn assert_log_prefixes(stderr: &str) {
     }
 }
 
-/// Telegraf's side of execd: a child with piped stdin/stdout, stdout read on a thread.
+/// Telegraf's side of execd: a child with piped stdin/stdout/stderr, each output read on a
+/// thread of its own until EOF (a full stderr pipe must never block the child).
 pub struct Execd {
     pub child: Child,
+    /// stdout, line by line; disconnected once stdout reached EOF.
     pub lines: mpsc::Receiver<String>,
+    stderr: Option<std::thread::JoinHandle<String>>,
 }
 
 impl Execd {
@@ -65,6 +68,12 @@ impl Execd {
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut stderr, &mut buf);
+            String::from_utf8_lossy(&buf).into_owned()
+        });
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
             for l in BufReader::new(stdout).lines() {
@@ -74,7 +83,11 @@ impl Execd {
                 }
             }
         });
-        Execd { child, lines }
+        Execd {
+            child,
+            lines,
+            stderr: Some(stderr),
+        }
     }
 
     pub fn tick(&mut self) {
@@ -96,15 +109,14 @@ impl Execd {
         got
     }
 
-    /// Waits for exit; returns (code, elapsed, stderr).
+    /// Waits for exit; returns (code, elapsed, stderr read to its EOF).
     pub fn wait(mut self, within: Duration) -> (Option<i32>, Duration, String) {
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                let mut err = String::new();
-                std::io::Read::read_to_string(self.child.stderr.as_mut().unwrap(), &mut err)
-                    .unwrap();
-                return (status.code(), start.elapsed(), err);
+                let took = start.elapsed();
+                let err = self.stderr.take().unwrap().join().unwrap();
+                return (status.code(), took, err);
             }
             if start.elapsed() > within {
                 let _ = self.child.kill();
@@ -112,6 +124,23 @@ impl Execd {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Waits for exit, then every stdout line up to EOF (none is lost to the reader thread
+    /// lagging behind the exit). Returns (code, elapsed, stdout lines, stderr).
+    pub fn finish(mut self, within: Duration) -> (Option<i32>, Duration, Vec<String>, String) {
+        let rx = std::mem::replace(&mut self.lines, mpsc::channel().1);
+        let (code, took, stderr) = self.wait(within);
+        let mut lines = Vec::new();
+        // The child has exited: its stdout reaches EOF at once and the reader thread hangs up.
+        loop {
+            match rx.recv_timeout(within) {
+                Ok(l) => lines.push(l),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!("stdout did not reach EOF"),
+            }
+        }
+        (code, took, lines, stderr)
     }
 
     /// Lines that arrive within `within` (no panic if fewer come).

@@ -136,6 +136,8 @@ pub struct Faults {
     pub refuse_connects: u32,
     /// `Connect` takes this long (also when refused).
     pub connect_delay: Duration,
+    /// `Disconnect` takes this long before it acts (a BlueZ slow to tear a link down).
+    pub disconnect_delay: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -363,6 +365,10 @@ pub enum EventKind {
     BluezStopped,
     /// `org.bluez` (re)appeared.
     BluezStarted,
+    /// A wedged BlueZ ([`MockBluez::start_wedged`]) took this call and will never answer it.
+    CallIgnored {
+        method: String,
+    },
 }
 
 impl EventKind {
@@ -744,6 +750,34 @@ async fn come_up(sh: Sh, address: String) -> zbus::Result<()> {
         export_device(&conn, &sh, &mac).await;
     }
     conn.request_name(BLUEZ_NAME).await?;
+    sh.push(EventKind::BluezStarted);
+    Ok(())
+}
+
+/// A bluetoothd that owns its name but answers nothing: every call is taken and left pending.
+struct WedgedObjectManager {
+    sh: Sh,
+}
+
+#[interface(name = "org.freedesktop.DBus.ObjectManager")]
+impl WedgedObjectManager {
+    async fn get_managed_objects(
+        &self,
+    ) -> HashMap<OwnedObjectPath, HashMap<String, HashMap<String, OwnedValue>>> {
+        self.sh.push(EventKind::CallIgnored {
+            method: "GetManagedObjects".into(),
+        });
+        std::future::pending().await
+    }
+}
+
+async fn come_up_wedged(sh: Sh, address: String) -> zbus::Result<()> {
+    let conn = zbus::connection::Builder::address(address.as_str())
+        .serve_at("/", WedgedObjectManager { sh: sh.clone() })
+        .name(BLUEZ_NAME)
+        .build()
+        .await?;
+    sh.lock().conn = Some(conn);
     sh.push(EventKind::BluezStarted);
     Ok(())
 }
@@ -1441,6 +1475,10 @@ impl Device1 {
         self.sh.push(EventKind::Disconnect {
             mac: self.mac.clone(),
         });
+        let delay = self
+            .get(|d| d.cfg.faults.disconnect_delay)
+            .unwrap_or_default();
+        tokio::time::sleep(delay).await;
         let cancelled = {
             let mut st = self.sh.lock();
             let d = st.devices.get_mut(&self.mac).filter(|d| d.connecting);
@@ -1876,6 +1914,23 @@ impl MockBluez {
 
     /// Serve `org.bluez` with these devices (known ones exported before the name is taken).
     pub fn start_with(bus_address: &str, devices: Vec<MockDevice>) -> MockBluez {
+        let mock = Self::start_with_nothing(bus_address);
+        {
+            let mut st = mock.sh.lock();
+            for d in devices {
+                st.devices.insert(d.mac.clone(), DevState::new(d));
+            }
+        }
+        let sh = mock.sh.clone();
+        let addr = mock.address.clone();
+        if let Err(e) = mock.run(come_up(sh, addr)) {
+            panic!("mock BlueZ failed to start on {bus_address}: {e}");
+        }
+        mock
+    }
+
+    /// The mock's runtime and state, not on the bus yet.
+    fn start_with_nothing(bus_address: &str) -> MockBluez {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("mock-bluez")
@@ -1889,23 +1944,26 @@ impl MockBluez {
                 powered: true,
                 discovering: HashSet::new(),
                 scan_uuids: Vec::new(),
-                devices: devices
-                    .into_iter()
-                    .map(|d| (d.mac.clone(), DevState::new(d)))
-                    .collect(),
+                devices: Default::default(),
                 events: Vec::new(),
             }),
             cv: Condvar::new(),
         });
-        let mock = MockBluez {
+        MockBluez {
             rt: Some(rt),
             sh,
             address: bus_address.to_string(),
-        };
+        }
+    }
+
+    /// An `org.bluez` that takes every call and never answers (bluetoothd wedged, e.g. stuck
+    /// on a firmware load at boot). Each call taken is a [`EventKind::CallIgnored`] event.
+    pub fn start_wedged(bus_address: &str) -> MockBluez {
+        let mock = Self::start_with_nothing(bus_address);
         let sh = mock.sh.clone();
         let addr = mock.address.clone();
-        if let Err(e) = mock.run(come_up(sh, addr)) {
-            panic!("mock BlueZ failed to start on {bus_address}: {e}");
+        if let Err(e) = mock.run(come_up_wedged(sh, addr)) {
+            panic!("wedged mock BlueZ failed to start on {bus_address}: {e}");
         }
         mock
     }
