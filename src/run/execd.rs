@@ -7,14 +7,13 @@
 //! - Stdin EOF, SIGTERM or SIGINT: stop ticking, let in-flight polls finish briefly,
 //!   disconnect every device, exit 0. A second signal exits at once.
 
-use std::io::Write;
-
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio::sync::mpsc;
 
+use super::printer::{Printed, Printer};
 use super::stop;
-use super::{EXIT_OK, STOP_GRACE, ignore_broken_pipe, resolve, shutdown, start_devices};
+use super::{EXIT_OK, STOP_GRACE, resolve, shutdown, start_devices};
 use crate::cli::RunArgs;
 use crate::output;
 
@@ -67,8 +66,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         t
     });
-    let mut stdout = std::io::stdout();
-    let mut buf = Vec::with_capacity(4096);
+    let mut stdout = Printer::spawn(std::io::stdout());
 
     let mut failure_err: Option<anyhow::Error> = None;
     let why = loop {
@@ -90,7 +88,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
             _ = tick => Event::Tick,
             Some((i, result)) = in_flight.next(), if !in_flight.is_empty() => {
                 busy[i] = false;
-                match emit(&mut stdout, &mut buf, result) {
+                match emit(&mut stdout, result) {
                     Ok(true) => {}
                     Ok(false) => break "stdout closed",
                     Err(e) => {
@@ -127,7 +125,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     while !in_flight.is_empty() {
         tokio::select! {
             Some((_, result)) = in_flight.next() => {
-                match emit(&mut stdout, &mut buf, result) {
+                match emit(&mut stdout, result) {
                     Ok(true) => {}
                     Ok(false) => break,
                     Err(e) => {
@@ -141,17 +139,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     }
     drop(in_flight);
     shutdown(handles).await;
+    stdout.finish().await;
     match failure_err {
         Some(e) => Err(e),
         None => Ok(EXIT_OK),
     }
 }
 
-/// Writes one poll result; `Ok(false)` when stdout is gone (Telegraf stopped reading).
+/// Prints one poll result; `Ok(false)` when stdout is gone (Telegraf stopped reading).
 /// A device task that died is an error: we exit non-zero so Telegraf restarts us.
 fn emit(
-    stdout: &mut std::io::Stdout,
-    buf: &mut Vec<u8>,
+    stdout: &mut Printer,
     result: Result<crate::reading::Reading, crate::device::DeviceError>,
 ) -> anyhow::Result<bool> {
     let reading = match result {
@@ -163,12 +161,12 @@ fn emit(
             return Ok(true);
         }
     };
-    buf.clear();
-    output::write_line(buf, &reading);
-    let mut out = stdout.lock();
-    match out.write_all(buf).and_then(|()| out.flush()) {
-        Ok(()) => Ok(true),
-        Err(e) => ignore_broken_pipe(e).map(|()| false).map_err(Into::into),
+    let mut line = Vec::with_capacity(512);
+    output::write_line(&mut line, &reading);
+    match stdout.print(line) {
+        Printed::Queued | Printed::Dropped => Ok(true),
+        Printed::Closed => Ok(false),
+        Printed::Failed => anyhow::bail!("cannot write to stdout"),
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod decode;
 mod execd;
+mod printer;
 mod stop;
 
 use std::io::Write;

@@ -52,6 +52,10 @@ pub struct Execd {
     /// stdout, line by line; disconnected once stdout reached EOF.
     pub lines: mpsc::Receiver<String>,
     stderr: Option<std::thread::JoinHandle<String>>,
+    /// stderr so far, for [`Execd::wait_stderr`].
+    stderr_so_far: std::sync::Arc<(std::sync::Mutex<String>, std::sync::Condvar)>,
+    /// With [`Execd::spawn_unread`]: the stdout pipe, held open and never read.
+    _unread: Option<std::process::ChildStdout>,
 }
 
 impl Execd {
@@ -61,19 +65,8 @@ impl Execd {
 
     /// Starts a prepared command (e.g. with DBUS_SYSTEM_BUS_ADDRESS set).
     pub fn spawn(cmd: &mut Command) -> Execd {
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut stderr = child.stderr.take().unwrap();
-        let stderr = std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = std::io::Read::read_to_end(&mut stderr, &mut buf);
-            String::from_utf8_lossy(&buf).into_owned()
-        });
+        let mut e = Self::spawn_unread(cmd);
+        let stdout = e._unread.take().unwrap();
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
             for l in BufReader::new(stdout).lines() {
@@ -83,11 +76,58 @@ impl Execd {
                 }
             }
         });
+        e.lines = lines;
+        e
+    }
+
+    /// Starts a prepared command whose stdout is never read (a Telegraf that is stuck):
+    /// once the pipe is full, every write to it blocks.
+    pub fn spawn_unread(cmd: &mut Command) -> Execd {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let so_far = std::sync::Arc::new((
+            std::sync::Mutex::new(String::new()),
+            std::sync::Condvar::new(),
+        ));
+        let shared = so_far.clone();
+        let stderr = std::thread::spawn(move || {
+            for l in BufReader::new(stderr).lines() {
+                let Ok(l) = l else { break };
+                let (text, cv) = &*shared;
+                let mut text = text.lock().unwrap();
+                text.push_str(&l);
+                text.push('\n');
+                cv.notify_all();
+            }
+            shared.0.lock().unwrap().clone()
+        });
         Execd {
             child,
-            lines,
+            lines: mpsc::channel().1,
             stderr: Some(stderr),
+            stderr_so_far: so_far,
+            _unread: Some(stdout),
         }
+    }
+
+    /// Waits until stderr contains `needle`; false if it did not within `within`.
+    pub fn wait_stderr(&self, needle: &str, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        let (text, cv) = &*self.stderr_so_far;
+        let mut text = text.lock().unwrap();
+        while !text.contains(needle) {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return false;
+            };
+            text = cv.wait_timeout(text, left).unwrap().0;
+        }
+        true
     }
 
     pub fn tick(&mut self) {
