@@ -24,6 +24,8 @@ use btleplug::platform::{Adapter, Manager, Peripheral, PeripheralId};
 use futures::{FutureExt, Stream, StreamExt};
 use tokio::sync::{Mutex, broadcast};
 
+mod watchdog;
+
 use crate::device::{Cause, DeviceSpec, Failure, FailureSender, Link, LinkError};
 use crate::protocol::{jbd, powermon};
 use crate::reading::DeviceKind;
@@ -148,9 +150,8 @@ async fn bounded<T>(
 pub struct Bluetooth {
     adapters: Vec<(String, Adapter)>,
     scan_lock: Arc<Mutex<()>>,
-    disconnects: broadcast::Sender<PeripheralId>,
+    disconnects: broadcast::Sender<LinkEvent>,
     /// Set when the Bluetooth side cannot recover; see [`Failure`].
-    #[allow(dead_code)] // kept for the BlueZ watchdog
     failure_tx: Arc<FailureSender>,
     failure: Failure,
 }
@@ -183,15 +184,18 @@ impl Bluetooth {
             let failed = failure_tx.clone();
             let adapter_name = name.clone();
             tokio::spawn(async move {
+                // Without this stream no link drop is ever seen again: a silent zombie. Its
+                // end, or a panic in here, is a failure.
+                let _ended = OnDrop::new(move || {
+                    let _ = failed.send(Some(format!(
+                        "the event stream of adapter {adapter_name} ended (BlueZ or the D-Bus connection is gone)"
+                    )));
+                });
                 while let Some(ev) = events.next().await {
                     if let CentralEvent::DeviceDisconnected(id) = ev {
-                        let _ = tx.send(id);
+                        let _ = tx.send(LinkEvent::Disconnected(id));
                     }
                 }
-                // Without this stream no link drop is ever seen again: a silent zombie.
-                let _ = failed.send(Some(format!(
-                    "the event stream of adapter {adapter_name} ended (BlueZ or the D-Bus connection is gone)"
-                )));
             });
             adapters.push((name, adapter));
         }
@@ -207,6 +211,40 @@ impl Bluetooth {
     /// Resolves when the Bluetooth side has failed for good.
     pub fn failure(&self) -> Failure {
         self.failure.clone()
+    }
+
+    /// Starts the watchdog over the adapters these devices use (see [`watchdog`]).
+    pub fn watch(&self, devices: &[DeviceSpec]) {
+        let mut used: Vec<(String, Adapter)> = Vec::new();
+        for spec in devices {
+            let Ok(adapter) = self.adapter(spec.adapter.as_deref()) else {
+                continue;
+            };
+            let name = match spec.adapter.as_deref() {
+                Some(n) => n.to_string(),
+                None => self.adapters[0].0.clone(),
+            };
+            if !used.iter().any(|(n, _)| *n == name) {
+                used.push((name, adapter));
+            }
+        }
+        let probe = move || {
+            let used = used.clone();
+            async move {
+                for (name, adapter) in &used {
+                    adapter
+                        .adapter_info()
+                        .await
+                        .map_err(|e| format!("adapter {name}: {}", LinkError::from(e)))?;
+                }
+                Ok(())
+            }
+        };
+        let links = self.disconnects.clone();
+        let answered = move || {
+            let _ = links.send(LinkEvent::Recheck);
+        };
+        tokio::spawn(watchdog::watch(probe, answered, self.failure_tx.clone()));
     }
 
     fn adapter(&self, name: Option<&str>) -> anyhow::Result<Adapter> {
@@ -241,6 +279,33 @@ impl Bluetooth {
             attempted: None,
             scan: None,
         })
+    }
+}
+
+/// What the links hear from the Bluetooth side.
+#[derive(Debug, Clone)]
+enum LinkEvent {
+    /// BlueZ says this peripheral's link dropped.
+    Disconnected(PeripheralId),
+    /// BlueZ just answered the watchdog: each link asks BlueZ whether it is still connected.
+    /// A bluetoothd restart, or a missed signal, leaves no other trace.
+    Recheck,
+}
+
+/// Runs a closure when dropped: at the end of a task, or when it panics.
+struct OnDrop<F: FnOnce()>(Option<F>);
+
+impl<F: FnOnce()> OnDrop<F> {
+    fn new(f: F) -> Self {
+        OnDrop(Some(f))
+    }
+}
+
+impl<F: FnOnce()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
     }
 }
 
@@ -312,7 +377,7 @@ struct Connection {
 pub struct BleLink {
     adapter: Adapter,
     scan_lock: Arc<Mutex<()>>,
-    disconnects: broadcast::Receiver<PeripheralId>,
+    disconnects: broadcast::Receiver<LinkEvent>,
     address: BDAddr,
     kind: DeviceKind,
     timeout: Duration,
@@ -426,11 +491,12 @@ impl BleLink {
         // Collect disconnect events for our peripheral.
         loop {
             match self.disconnects.try_recv() {
-                Ok(id) => {
+                Ok(LinkEvent::Disconnected(id)) => {
                     if let Some(c) = self.conn.as_mut().filter(|c| c.peripheral.id() == id) {
                         c.lost = true;
                     }
                 }
+                Ok(LinkEvent::Recheck) => {}
                 Err(broadcast::error::TryRecvError::Lagged(_)) => continue,
                 Err(_) => break,
             }
@@ -528,7 +594,7 @@ impl Link for BleLink {
                     }
                 },
                 ev = self.disconnects.recv() => match ev {
-                    Ok(gone) if gone == id => {
+                    Ok(LinkEvent::Disconnected(gone)) if gone == id => {
                         conn.lost = true;
                         return Err(LinkError::Disconnected);
                     }
@@ -564,10 +630,11 @@ impl Link for BleLink {
         }
         loop {
             match self.disconnects.recv().await {
-                Ok(gone) if gone == id => break,
-                Ok(_) => {}
-                // Missed events: one of them may have been ours; BlueZ knows.
-                Err(broadcast::error::RecvError::Lagged(_)) => {
+                Ok(LinkEvent::Disconnected(gone)) if gone == id => break,
+                Ok(LinkEvent::Disconnected(_)) => {}
+                // Missed events (one of them may have been ours), or the watchdog asking
+                // (a bluetoothd restart sends no disconnect event): BlueZ knows.
+                Ok(LinkEvent::Recheck) | Err(broadcast::error::RecvError::Lagged(_)) => {
                     let p = self.conn.as_ref().map(|c| c.peripheral.clone());
                     if let Some(p) = p
                         && let Ok(Ok(false)) =

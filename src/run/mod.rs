@@ -152,11 +152,18 @@ pub(crate) async fn start_devices(cfg: &Config, demo: bool) -> anyhow::Result<St
     let bt = crate::ble::Bluetooth::open()
         .await
         .context("cannot reach Bluetooth")?;
-    let mut handles = Vec::new();
+    // Every link first: a bad adapter name fails before any device task connects.
+    let mut links = Vec::new();
     for spec in &cfg.devices {
-        let link = bt.link(spec).await?;
-        handles.push(device::spawn(spec.clone(), link));
+        links.push(bt.link(spec).await?);
     }
+    bt.watch(&cfg.devices);
+    let handles = cfg
+        .devices
+        .iter()
+        .zip(links)
+        .map(|(spec, link)| device::spawn(spec.clone(), link))
+        .collect();
     Ok(Started {
         handles,
         failure: bt.failure(),

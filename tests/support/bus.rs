@@ -133,6 +133,13 @@ impl PrivateBus {
         })
     }
 
+    /// Kills the dbus-daemon (every connection to it is lost at once). Panics on busd.
+    pub fn kill_daemon(&mut self) {
+        let mut child = self.daemon.take().expect("not a dbus-daemon bus");
+        child.kill().expect("kill dbus-daemon");
+        let _ = child.wait();
+    }
+
     /// True for a dbus-daemon bus, false for busd.
     pub fn is_dbus_daemon(&self) -> bool {
         self.daemon.is_some()

@@ -365,6 +365,10 @@ pub enum EventKind {
     BluezStopped,
     /// `org.bluez` (re)appeared.
     BluezStarted,
+    /// The adapter's properties were read (GetAll, or GetManagedObjects).
+    AdapterRead,
+    /// The adapter went away ([`MockBluez::remove_adapter`]).
+    AdapterRemoved,
     /// A wedged BlueZ ([`MockBluez::start_wedged`]) took this call and will never answer it.
     CallIgnored {
         method: String,
@@ -1292,6 +1296,8 @@ impl Adapter1 {
 
     #[zbus(property)]
     fn address(&self) -> String {
+        // Read by every GetAll of the adapter (and GetManagedObjects).
+        self.sh.push(EventKind::AdapterRead);
         ADAPTER_ADDRESS.into()
     }
 
@@ -2092,6 +2098,26 @@ impl MockBluez {
         self.stop();
         std::thread::sleep(downtime);
         self.resume();
+    }
+
+    /// The adapter disappears (a USB dongle unplugged): its object is removed
+    /// (InterfacesRemoved), and with it every link. BlueZ itself stays.
+    pub fn remove_adapter(&self) {
+        let macs: Vec<String> = self.sh.lock().devices.keys().cloned().collect();
+        for mac in macs {
+            self.run(disconnect_device(self.sh.clone(), mac, true));
+        }
+        let sh = self.sh.clone();
+        self.run(async move {
+            let generation = sh.lock().generation;
+            if let Some(conn) = sh.conn_of(generation) {
+                let _ = conn
+                    .object_server()
+                    .remove::<Adapter1, _>(ADAPTER_PATH)
+                    .await;
+            }
+            sh.push(EventKind::AdapterRemoved);
+        });
     }
 
     /// `org.bluez` goes away until [`resume`](Self::resume).
