@@ -231,6 +231,19 @@ fn a_stdout_nobody_reads_never_freezes_blebatt() {
     assert_log_prefixes(&err);
 }
 
+/// Nobody will ever read stdout again: blebatt stops (cleanly, exit 0) instead of polling
+/// into the void.
+#[test]
+fn a_closed_stdout_ends_run() {
+    let mut e =
+        Execd::spawn_unread(Command::new(BIN).args(["run", "--demo", "--interval", "10ms"]));
+    e.close_stdout();
+    let (code, _, err) = e.wait(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("I! stdout closed: stopping"), "{err}");
+    assert!(err.contains("all devices disconnected"), "{err}");
+}
+
 /// A stdin line of any length is a tick, and is never held in memory whole.
 #[cfg(target_os = "linux")]
 #[test]

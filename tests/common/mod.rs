@@ -116,6 +116,11 @@ impl Execd {
         }
     }
 
+    /// Closes our end of the child's stdout (with [`Execd::spawn_unread`]): Telegraf gone.
+    pub fn close_stdout(&mut self) {
+        drop(self._unread.take().expect("spawned with spawn_unread"));
+    }
+
     /// Waits until stderr contains `needle`; false if it did not within `within`.
     pub fn wait_stderr(&self, needle: &str, within: Duration) -> bool {
         let deadline = Instant::now() + within;
