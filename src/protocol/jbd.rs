@@ -169,6 +169,12 @@ pub enum JbdError {
     WrongRegister { expected: u8, got: u8 },
     #[error("0x04 reply has {len} data bytes: cell voltages come in pairs, 1 to 32 cells")]
     BadCellData { len: usize },
+    #[error("0x{register:02X} frame cut short: {have} of {need} bytes, then a valid frame started")]
+    CutShort {
+        register: u8,
+        have: usize,
+        need: usize,
+    },
     #[error("incomplete frame: {have} of {need} bytes received")]
     Incomplete { have: usize, need: usize },
     #[error("no frame start (0xDD) in the input")]
@@ -183,7 +189,8 @@ impl JbdError {
             | JbdError::BadEnd { register, .. }
             | JbdError::Oversize { register, .. }
             | JbdError::Status { register, .. }
-            | JbdError::Truncated { register, .. } => Some(register),
+            | JbdError::Truncated { register, .. }
+            | JbdError::CutShort { register, .. } => Some(register),
             JbdError::WrongRegister { got, .. } => Some(got),
             _ => None,
         }
@@ -192,10 +199,17 @@ impl JbdError {
 
 /// Reassembles notifications into frames by the length byte.
 ///
-/// Push chunks of any size as they arrive; every complete frame (or every broken one, as an
-/// error) comes out in order. Bytes before a plausible frame start are skipped; bytes after a
-/// complete frame that do not start a new one (e.g. trailing zero padding) are dropped. A trailing
-/// 0x77 is never taken as end-of-frame: only the length byte decides.
+/// Push chunks of any size as they arrive. Every 0xDD followed by a plausible status byte is a
+/// candidate frame start; the earliest candidate that holds a complete frame with a valid
+/// checksum and end byte comes out as a frame, wherever it sits in what is buffered. Candidates
+/// before it come out as errors and are skipped: a broken frame (bad checksum or end byte,
+/// impossible length) and a truncated one (a new frame started before its length was
+/// reached) never swallow or block the real reply behind them. Bytes that start no candidate
+/// (e.g. trailing zero padding) are dropped. A trailing 0x77 is never taken as end-of-frame:
+/// only the length byte decides.
+///
+/// The buffer is bounded: it only ever holds the tail of one candidate that is still short of
+/// its length, so less than [`MAX_FRAME_LEN`] bytes stay between pushes.
 #[derive(Debug, Default, Clone)]
 pub struct Reassembler {
     buf: Vec<u8>,
@@ -203,9 +217,49 @@ pub struct Reassembler {
 
 /// Header is start, register, status, len.
 const HEADER_LEN: usize = 4;
+/// Longest frame the reassembler accepts, bytes.
+pub const MAX_FRAME_LEN: usize = MAX_DATA_LEN as usize + FRAME_OVERHEAD;
 
 fn plausible_status(status: u8) -> bool {
     status == 0x00 || (0x80..=0x83).contains(&status)
+}
+
+/// What the bytes from one 0xDD onwards are.
+enum Candidate {
+    /// Not a frame start (the status byte is not one a BMS sends).
+    NotAStart,
+    /// Could still become a frame: `need` bytes in all (0 while the length byte is missing).
+    Short { need: usize },
+    /// Complete and verified; `len` bytes long.
+    Frame { frame: Frame, len: usize },
+    /// Cannot be a frame.
+    Broken(JbdError),
+}
+
+fn candidate(bytes: &[u8]) -> Candidate {
+    debug_assert_eq!(bytes.first(), Some(&START));
+    if bytes.len() >= 3 && !plausible_status(bytes[2]) {
+        return Candidate::NotAStart;
+    }
+    if bytes.len() < HEADER_LEN {
+        return Candidate::Short { need: 0 };
+    }
+    let (register, len) = (bytes[1], bytes[3]);
+    if len > MAX_DATA_LEN {
+        return Candidate::Broken(JbdError::Oversize {
+            register,
+            len,
+            max: MAX_DATA_LEN,
+        });
+    }
+    let total = usize::from(len) + FRAME_OVERHEAD;
+    if bytes.len() < total {
+        return Candidate::Short { need: total };
+    }
+    match check_frame(&bytes[..total]) {
+        Ok(frame) => Candidate::Frame { frame, len: total },
+        Err(e) => Candidate::Broken(e),
+    }
 }
 
 impl Reassembler {
@@ -223,59 +277,65 @@ impl Reassembler {
         self.buf.len()
     }
 
-    /// Feeds one notification; returns the frames (and broken frames) it completed.
+    /// Feeds one notification; returns, in stream order, the frames it completed and the
+    /// broken or truncated candidates skipped on the way (as errors).
     pub fn push(&mut self, chunk: &[u8]) -> Vec<Result<Frame, JbdError>> {
         self.buf.extend_from_slice(chunk);
         let mut out = Vec::new();
         loop {
-            self.resync();
-            if self.buf.len() < HEADER_LEN {
-                break;
+            // Candidates before the first complete frame: broken ones, and short ones (each
+            // with where it starts and what it needs).
+            let mut skipped: Vec<(usize, Result<usize, JbdError>)> = Vec::new();
+            let mut found = None;
+            for i in (0..self.buf.len()).filter(|&i| self.buf[i] == START) {
+                match candidate(&self.buf[i..]) {
+                    Candidate::NotAStart => {}
+                    Candidate::Short { need } => skipped.push((i, Ok(need))),
+                    Candidate::Broken(e) => skipped.push((i, Err(e))),
+                    Candidate::Frame { frame, len } => {
+                        found = Some((i, frame, len));
+                        break;
+                    }
+                }
             }
-            let register = self.buf[1];
-            let len = self.buf[3];
-            if len > MAX_DATA_LEN {
-                out.push(Err(JbdError::Oversize {
-                    register,
-                    len,
-                    max: MAX_DATA_LEN,
-                }));
-                self.buf.drain(..1);
-                continue;
-            }
-            let total = usize::from(len) + FRAME_OVERHEAD;
-            if self.buf.len() < total {
-                break;
-            }
-            match check_frame(&self.buf[..total]) {
-                Ok(frame) => {
+            match found {
+                Some((at, frame, len)) => {
+                    // Everything before the frame is skipped, short candidates included: a
+                    // frame that a new one interrupted is cut short.
+                    for (i, item) in skipped {
+                        out.push(Err(match item {
+                            Err(e) => e,
+                            Ok(need) => JbdError::CutShort {
+                                register: self.buf[i + 1],
+                                have: at - i,
+                                need,
+                            },
+                        }));
+                    }
                     out.push(Ok(frame));
-                    self.buf.drain(..total);
+                    self.buf.drain(..at + len);
                 }
-                Err(err) => {
-                    out.push(Err(err));
-                    // The start byte was a false one or the frame is corrupt: look for a real
-                    // start inside what we hold.
-                    self.buf.drain(..1);
+                None => {
+                    // Keep from the first candidate that may still complete; what is before it
+                    // is skipped. Broken candidates after it are looked at again (and reported
+                    // once) when it resolves.
+                    let keep = skipped
+                        .iter()
+                        .position(|(_, item)| item.is_ok())
+                        .map_or(self.buf.len(), |k| skipped[k].0);
+                    for (i, item) in skipped {
+                        if i >= keep {
+                            break;
+                        }
+                        if let Err(e) = item {
+                            out.push(Err(e));
+                        }
+                    }
+                    self.buf.drain(..keep);
+                    debug_assert!(self.buf.len() < MAX_FRAME_LEN);
+                    return out;
                 }
             }
-        }
-        out
-    }
-
-    /// Drops bytes until the buffer starts with something that may be a frame header.
-    fn resync(&mut self) {
-        let mut skip = 0;
-        while skip < self.buf.len() {
-            let rest = &self.buf[skip..];
-            let plausible = rest[0] == START && (rest.len() < 3 || plausible_status(rest[2]));
-            if plausible {
-                break;
-            }
-            skip += 1;
-        }
-        if skip > 0 {
-            self.buf.drain(..skip);
         }
     }
 }

@@ -457,12 +457,161 @@ fn production_date_bits() {
     );
 }
 
-fn arb_frame() -> impl Strategy<Value = Vec<u8>> {
+#[test]
+fn a_truncated_frame_before_the_real_reply_does_not_block_it() {
+    // The first 20-byte notification of a 0x03 reply (which claims 36 bytes), then the reply
+    // to the next request: the 0x04 frame comes out as soon as its last byte is in.
+    let info = hex(REAL_4S_INFO);
+    let mut r = Reassembler::new();
+    assert!(r.push(&info[..20]).is_empty());
+    let out = r.push(&hex(REAL_4S_CELLS));
+    assert_eq!(
+        out,
+        vec![
+            Err(JbdError::CutShort {
+                register: 3,
+                have: 20,
+                need: 36
+            }),
+            Ok(frame(REAL_4S_CELLS))
+        ]
+    );
+    assert_eq!(r.pending(), 0);
+    assert_eq!(
+        out[0].as_ref().unwrap_err().to_string(),
+        "0x03 frame cut short: 20 of 36 bytes, then a valid frame started"
+    );
+}
+
+#[test]
+fn a_false_header_whose_length_swallows_the_real_frame_does_not_block_it() {
+    // DD 04 00 40: a plausible header claiming 64 data bytes (71 in all), then the real 15-byte
+    // reply and nothing more, in 20-byte notifications as a dongle sends them.
+    let mut bytes = vec![0xDD, 0x04, 0x00, 0x40];
+    bytes.extend(hex(REAL_4S_CELLS));
+    let mut r = Reassembler::new();
+    let mut out = Vec::new();
+    for c in bytes.chunks(20) {
+        out.extend(r.push(c));
+    }
+    assert_eq!(
+        out,
+        vec![
+            Err(JbdError::CutShort {
+                register: 4,
+                have: 4,
+                need: 71
+            }),
+            Ok(frame(REAL_4S_CELLS))
+        ]
+    );
+    assert_eq!(r.pending(), 0);
+}
+
+#[test]
+fn a_corrupt_frame_then_the_valid_one_in_one_buffer() {
+    let mut corrupt = hex(REAL_4S_CELLS);
+    corrupt[5] ^= 0x01;
+    let mut bytes = corrupt;
+    bytes.extend(hex(REAL_4S_CELLS));
+    let mut r = Reassembler::new();
+    let out = r.push(&bytes);
+    assert_eq!(
+        out,
+        vec![
+            Err(JbdError::BadChecksum {
+                register: 4,
+                expected: 0xFE3B,
+                actual: 0xFE3C
+            }),
+            Ok(frame(REAL_4S_CELLS))
+        ]
+    );
+}
+
+#[test]
+fn the_buffer_stays_bounded_by_one_frame() {
+    // A stream of false headers that each claim the maximum length and never complete.
+    let mut r = Reassembler::new();
+    for _ in 0..100 {
+        r.push(&[0xDD, 0x03, 0x00, MAX_DATA_LEN, 0x01, 0x02, 0x03]);
+        assert!(r.pending() < MAX_FRAME_LEN, "{}", r.pending());
+    }
+    // And the real frame behind all that still comes out.
+    assert!(
+        r.push(&hex(REAL_4S_CELLS))
+            .contains(&Ok(frame(REAL_4S_CELLS)))
+    );
+}
+
+pub(crate) fn arb_frame() -> impl Strategy<Value = Vec<u8>> {
     (
         prop::sample::select(vec![3u8, 4, 5]),
         prop::collection::vec(any::<u8>(), 0..=usize::from(MAX_DATA_LEN)),
     )
         .prop_map(|(reg, data)| encode_reply(reg, 0, &data))
+}
+
+/// Statuses a BMS sends, 0x00 most often.
+fn arb_status() -> impl Strategy<Value = u8> {
+    prop_oneof![3 => Just(0u8), 1 => 0x80u8..=0x83]
+}
+
+/// Bytes that LOOK like the start of a reply (0xDD, a register we ask for, a status a BMS
+/// sends, a length) but are no valid frame: cut short, with a bad checksum, with a bad end
+/// byte, or claiming more data than any register has.
+pub(crate) fn false_header() -> impl Strategy<Value = Vec<u8>> {
+    (
+        3u8..=5,
+        arb_status(),
+        prop::collection::vec(any::<u8>(), 0..=usize::from(MAX_DATA_LEN)),
+        0u8..4,
+        any::<prop::sample::Index>(),
+        1u8..=255,
+    )
+        .prop_map(|(reg, status, data, how, at, flip)| {
+            let mut f = encode_reply(reg, status, &data);
+            let n = f.len();
+            match how {
+                // Cut short: the header and some (not all) of the rest.
+                0 => f.truncate(4 + at.index(n - 4)),
+                // Bad checksum (either byte), right end byte.
+                1 => f[n - 3 + at.index(2)] ^= flip,
+                // Bad end byte.
+                2 => f[n - 1] = if flip == END { 0 } else { flip },
+                // A length beyond any register, then the rest.
+                _ => f[3] = MAX_DATA_LEN + 1 + flip % (u8::MAX - MAX_DATA_LEN),
+            }
+            f
+        })
+}
+
+/// A stream of random bytes, false headers and valid frames.
+pub(crate) fn arb_stream(pieces: usize) -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(
+        prop_oneof![
+            2 => prop::collection::vec(any::<u8>(), 0..24),
+            3 => false_header(),
+            1 => arb_frame(),
+        ],
+        0..=pieces,
+    )
+    .prop_map(|p| p.concat())
+}
+
+/// Where `needle` first occurs in `hay` at or after `from`.
+pub(crate) fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
+    (from..=hay.len().saturating_sub(needle.len()))
+        .find(|&i| hay[i..].starts_with(needle))
+        .filter(|_| hay.len() >= needle.len())
+}
+
+/// The one way a valid frame placed after `garbage` may legitimately not come out: a valid
+/// frame that starts in the garbage and runs into it (a false header that the frame's own
+/// bytes happen to complete, checksum and end byte included).
+pub(crate) fn straddles(garbage: &[u8], stream: &[u8], got: &Frame) -> bool {
+    let bytes = encode_reply(got.register, got.status, &got.data);
+    (0..garbage.len()).any(|i| stream[i..].starts_with(&bytes) && i + bytes.len() > garbage.len())
 }
 
 /// Splits `bytes` at the given cut points.
@@ -480,8 +629,10 @@ fn chunked(bytes: &[u8], mut cuts: Vec<usize>) -> Vec<Vec<u8>> {
 }
 
 proptest! {
+    #![proptest_config(crate::protocol::proptest_config())]
+
     #[test]
-    fn any_chunking_decodes_identically(f in arb_frame(), cuts in prop::collection::vec(0usize..110, 0..12)) {
+    fn fuzz_any_chunking_decodes_identically(f in arb_frame(), cuts in prop::collection::vec(0usize..110, 0..12)) {
         let whole = parse_frame(&f).unwrap();
         let mut r = Reassembler::new();
         let mut out = Vec::new();
@@ -492,23 +643,41 @@ proptest! {
         prop_assert_eq!(r.pending(), 0);
     }
 
+    /// Random bytes and false headers before a valid frame (and more after it): the frame
+    /// comes out, and no later than the chunk that carries its last byte.
     #[test]
-    fn garbage_before_a_frame_is_skipped(garbage in prop::collection::vec(any::<u8>(), 0..64), f in arb_frame()) {
+    fn fuzz_garbage_before_a_frame_is_skipped(
+        garbage in arb_stream(4),
+        f in arb_frame(),
+        after in arb_stream(2),
+        cuts in prop::collection::vec(0usize..400, 0..16),
+    ) {
         let want = parse_frame(&f).unwrap();
+        let mut stream = garbage.clone();
+        stream.extend(&f);
+        let frame_end = stream.len();
+        stream.extend(&after);
         let mut r = Reassembler::new();
-        let mut bytes = garbage;
-        bytes.extend(&f);
         let mut got = Vec::new();
-        for c in bytes.chunks(20) {
-            got.extend(r.push(c));
+        let mut pushed = 0;
+        for c in chunked(&stream, cuts) {
+            got.extend(r.push(&c));
+            pushed += c.len();
+            if pushed >= frame_end {
+                break;
+            }
+            prop_assert!(r.pending() < MAX_FRAME_LEN);
         }
-        // The real frame comes out; anything else garbage produced is an error, never a frame
-        // (unless the garbage itself held a valid frame, which we then also accept as real).
-        prop_assert!(got.iter().any(|x| x.as_ref() == Ok(&want)));
+        let frames: Vec<&Frame> = got.iter().filter_map(|x| x.as_ref().ok()).collect();
+        prop_assert!(
+            frames.contains(&&want) || frames.iter().any(|g| straddles(&garbage, &stream, g)),
+            "the frame did not come out by its last byte: {:?}",
+            got
+        );
     }
 
     #[test]
-    fn a_flipped_byte_never_yields_that_frame(f in arb_frame(), pos in any::<prop::sample::Index>(), flip in 1u8..=255) {
+    fn fuzz_a_flipped_byte_never_yields_that_frame(f in arb_frame(), pos in any::<prop::sample::Index>(), flip in 1u8..=255) {
         let mut bad = f.clone();
         let i = pos.index(bad.len());
         bad[i] ^= flip;
