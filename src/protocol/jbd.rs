@@ -9,6 +9,8 @@
 use thiserror::Error;
 use uuid::Uuid;
 
+use super::Omitted;
+
 /// GATT service of the common JBD BLE dongle.
 pub const SERVICE_UUID: Uuid = Uuid::from_u128(0x0000ff00_0000_1000_8000_00805f9b34fb);
 /// Characteristic the BMS notifies its replies on.
@@ -36,6 +38,24 @@ pub const MAX_CELLS: usize = 32;
 
 /// Kelvin offset of NTC readings, in 0.1 K: degC = (raw - 2731) / 10.
 const NTC_OFFSET_DECI_KELVIN: i32 = 2731;
+/// Coldest NTC reading a pack can mean, degC: the bottom of a 10 k NTC's table and of any
+/// lithium cell's storage range. An open sensor or raw 0 (-273.1 degC) reads far below.
+pub const NTC_MIN_C: i16 = -40;
+/// Hottest NTC reading a pack can mean, degC: beyond every JBD over-temperature protection
+/// (cells and MOSFETs alike are cut off well before); a shorted sensor reads far above.
+pub const NTC_MAX_C: i16 = 100;
+/// State of charge above this, %, is not a state of charge.
+pub const SOC_MAX_PERCENT: u8 = 100;
+/// Relative humidity a V11 sensor can report, %: 0 does not occur in air (firmware without the
+/// sensor sends 0), above 100 is impossible.
+pub const HUMIDITY_MIN_PERCENT: u8 = 1;
+pub const HUMIDITY_MAX_PERCENT: u8 = 100;
+/// Largest difference between the pack voltage (0x03) and the sum of its cells (0x04) that
+/// measurement explains, V: the pack voltage's 10 mV resolution, N x 1 mV cell rounding and a
+/// few hundred mV across MOSFETs and shunt at 100 A stay below it; one missing or phantom cell
+/// (>= 2.5 V for any lithium chemistry) or a mis-scaled voltage exceeds it, whatever the pack
+/// size (a relative bound would miss a missing cell in a 24S pack at 5 %).
+pub const PACK_VS_CELLS_TOLERANCE_V: f64 = 1.0;
 
 /// The read-only registers blebatt asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -401,12 +421,14 @@ pub struct ProductionDate {
 }
 
 impl ProductionDate {
-    pub fn from_raw(raw: u16) -> Self {
-        ProductionDate {
+    /// `None` when the month is not 1..=12 or the day not 1..=31 (e.g. raw 0, `2000-00-00`).
+    pub fn from_raw(raw: u16) -> Option<Self> {
+        let date = ProductionDate {
             year: 2000 + (raw >> 9),
             month: ((raw >> 5) & 0x0F) as u8,
             day: (raw & 0x1F) as u8,
-        }
+        };
+        ((1..=12).contains(&date.month) && date.day >= 1).then_some(date)
     }
 }
 
@@ -479,18 +501,24 @@ pub struct BasicInfo {
     pub remaining_capacity_ah: f64,
     pub nominal_capacity_ah: f64,
     pub cycles: u16,
-    pub production_date: ProductionDate,
+    /// `None` when the BMS holds no real date (month or day 0, month > 12).
+    pub production_date: Option<ProductionDate>,
     /// Balancing cells: bit 0 = cell 1 ... bit 31 = cell 32.
     pub balancing: u32,
     pub protection: Protection,
     /// Software version byte: 0x80 means "8.0".
     pub software_version: u8,
-    pub soc_percent: u8,
+    /// `None` above 100 %.
+    pub soc_percent: Option<u8>,
     pub charge_fet_on: bool,
     pub discharge_fet_on: bool,
     pub cell_count: u8,
-    pub temperatures_c: Vec<f64>,
+    /// One per NTC the BMS reports, in its order; `None` where the reading is outside
+    /// [`NTC_MIN_C`]..=[`NTC_MAX_C`].
+    pub temperatures_c: Vec<Option<f64>>,
     pub v11: V11Extras,
+    /// Values the BMS sent that it cannot mean, left out above.
+    pub omitted: Vec<Omitted>,
 }
 
 // Register 0x03 data offsets (bytes, big-endian).
@@ -516,6 +544,32 @@ fn be16(data: &[u8], off: usize) -> u16 {
     u16::from_be_bytes([data[off], data[off + 1]])
 }
 
+/// An NTC reading (0.1 K) in degC; `None` outside [`NTC_MIN_C`]..=[`NTC_MAX_C`].
+pub fn ntc_celsius(raw_deci_kelvin: u16) -> Option<f64> {
+    let deci_c = i32::from(raw_deci_kelvin) - NTC_OFFSET_DECI_KELVIN;
+    let window = i32::from(NTC_MIN_C) * 10..=i32::from(NTC_MAX_C) * 10;
+    window.contains(&deci_c).then(|| f64::from(deci_c) / 10.0)
+}
+
+/// RSOC byte, %; `None` above [`SOC_MAX_PERCENT`].
+pub fn soc_percent(raw: u8) -> Option<u8> {
+    (raw <= SOC_MAX_PERCENT).then_some(raw)
+}
+
+/// V11 humidity byte, %; `None` outside [`HUMIDITY_MIN_PERCENT`]..=[`HUMIDITY_MAX_PERCENT`].
+pub fn humidity_percent(raw: u8) -> Option<u8> {
+    (HUMIDITY_MIN_PERCENT..=HUMIDITY_MAX_PERCENT)
+        .contains(&raw)
+        .then_some(raw)
+}
+
+/// Bytes after the NTCs that are padding, not V11 fields: all 0x00 or all 0xFF (what dongles
+/// and older firmware fill a fixed-size reply with). Real V11 fields are never all zero: the
+/// full-charge capacity of a pack is not 0 Ah.
+pub fn is_padding(tail: &[u8]) -> bool {
+    !tail.is_empty() && (tail.iter().all(|&b| b == 0x00) || tail.iter().all(|&b| b == 0xFF))
+}
+
 /// 10 mV / 10 mA / 10 mAh units to V / A / Ah.
 fn centi(raw: f64) -> f64 {
     raw / 100.0
@@ -537,24 +591,45 @@ impl BasicInfo {
         if data.len() < ntc_end {
             return Err(truncated(ntc_end));
         }
+        let mut omitted = Vec::new();
         let temperatures_c = (0..ntc_count)
             .map(|i| {
-                let raw = i32::from(be16(data, OFF_NTC_FIRST + 2 * i));
-                f64::from(raw - NTC_OFFSET_DECI_KELVIN) / 10.0
+                let raw = be16(data, OFF_NTC_FIRST + 2 * i);
+                let t = ntc_celsius(raw);
+                if t.is_none() {
+                    omitted.push(Omitted {
+                        field: "NTC temperature",
+                        index: u8::try_from(i + 1).ok(),
+                        raw: raw.into(),
+                        expected: "-40..=100 degC (0.1 K units, 2331..=3731)",
+                    });
+                }
+                t
             })
             .collect();
 
-        // V11 trailer: humidity u8, alarm u16, full capacity u16, remaining u16, balance u16.
-        let tail = &data[ntc_end..];
-        let u16_at = |off: usize| (tail.len() >= off + 2).then(|| be16(tail, off));
-        let v11 = V11Extras {
-            humidity_percent: tail.first().copied(),
-            alarm: u16_at(1),
-            full_charge_capacity_ah: u16_at(3).map(|r| centi(f64::from(r))),
-            remaining_capacity_ah: u16_at(5).map(|r| centi(f64::from(r))),
-            balance_current_raw: u16_at(7),
-        };
+        let rsoc = data[OFF_RSOC_PERCENT];
+        let soc = soc_percent(rsoc);
+        if soc.is_none() {
+            omitted.push(Omitted {
+                field: "RSOC",
+                index: None,
+                raw: rsoc.into(),
+                expected: "0..=100 %",
+            });
+        }
+        let date_raw = be16(data, OFF_DATE);
+        let production_date = ProductionDate::from_raw(date_raw);
+        if production_date.is_none() {
+            omitted.push(Omitted {
+                field: "production date",
+                index: None,
+                raw: date_raw.into(),
+                expected: "month 1..=12 and day 1..=31",
+            });
+        }
 
+        let v11 = Self::parse_v11(&data[ntc_end..], &mut omitted);
         let fet = data[OFF_FET];
         Ok(BasicInfo {
             voltage_v: centi(f64::from(be16(data, OFF_VOLTAGE_10MV))),
@@ -562,18 +637,60 @@ impl BasicInfo {
             remaining_capacity_ah: centi(f64::from(be16(data, OFF_REMAINING_10MAH))),
             nominal_capacity_ah: centi(f64::from(be16(data, OFF_NOMINAL_10MAH))),
             cycles: be16(data, OFF_CYCLES),
-            production_date: ProductionDate::from_raw(be16(data, OFF_DATE)),
+            production_date,
             balancing: u32::from(be16(data, OFF_BALANCE_LOW))
                 | (u32::from(be16(data, OFF_BALANCE_HIGH)) << 16),
             protection: Protection(be16(data, OFF_PROTECTION)),
             software_version: data[OFF_VERSION],
-            soc_percent: data[OFF_RSOC_PERCENT],
+            soc_percent: soc,
             charge_fet_on: fet & FET_CHARGE_BIT != 0,
             discharge_fet_on: fet & FET_DISCHARGE_BIT != 0,
             cell_count: data[OFF_CELL_COUNT],
             temperatures_c,
             v11,
+            omitted,
         })
+    }
+
+    /// V11 trailer: humidity u8, alarm u16, full capacity u16, remaining u16, balance u16;
+    /// each read only when the length covers it, none when the tail is padding.
+    fn parse_v11(tail: &[u8], omitted: &mut Vec<Omitted>) -> V11Extras {
+        if is_padding(tail) {
+            omitted.push(Omitted {
+                field: "V11 fields after the NTCs",
+                index: None,
+                raw: u32::from(tail[0]),
+                expected: "not all 0x00 or all 0xFF (that is padding)",
+            });
+            return V11Extras::default();
+        }
+        let u16_at = |off: usize| (tail.len() >= off + 2).then(|| be16(tail, off));
+        let humidity = tail.first().copied();
+        let humidity_percent = humidity.and_then(humidity_percent);
+        if let (Some(raw), None) = (humidity, humidity_percent) {
+            omitted.push(Omitted {
+                field: "V11 humidity",
+                index: None,
+                raw: raw.into(),
+                expected: "1..=100 %",
+            });
+        }
+        let full = u16_at(3);
+        if full == Some(0) {
+            omitted.push(Omitted {
+                field: "V11 full-charge capacity",
+                index: None,
+                raw: 0,
+                expected: "more than 0 Ah",
+            });
+        }
+        V11Extras {
+            humidity_percent,
+            alarm: u16_at(1),
+            full_charge_capacity_ah: full.filter(|&r| r > 0).map(|r| centi(f64::from(r))),
+            remaining_capacity_ah: u16_at(5).map(|r| centi(f64::from(r))),
+            balance_current_raw: u16_at(7),
+        }
     }
 
     /// "8.0" for 0x80: high nibble major, low nibble minor.
@@ -589,6 +706,35 @@ impl BasicInfo {
     pub fn power_w(&self) -> f64 {
         self.voltage_v * self.current_a
     }
+}
+
+/// A pack voltage farther than [`PACK_VS_CELLS_TOLERANCE_V`] from the sum of its cells.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PackMismatch {
+    pub pack_v: f64,
+    pub cells_sum_v: f64,
+}
+
+impl std::fmt::Display for PackMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "pack voltage {:.2} V (register 0x03) is {:.2} V from the sum of its cells, {:.3} V \
+             (register 0x04; more than {PACK_VS_CELLS_TOLERANCE_V} V): a cell or the pack voltage is misread",
+            self.pack_v,
+            (self.pack_v - self.cells_sum_v).abs(),
+            self.cells_sum_v
+        )
+    }
+}
+
+/// Checks the pack voltage against the sum of the cells.
+pub fn pack_vs_cells(info: &BasicInfo, cells: &CellVoltages) -> Option<PackMismatch> {
+    let cells_sum_v: f64 = cells.volts.iter().sum();
+    ((info.voltage_v - cells_sum_v).abs() > PACK_VS_CELLS_TOLERANCE_V).then_some(PackMismatch {
+        pack_v: info.voltage_v,
+        cells_sum_v,
+    })
 }
 
 /// Register 0x04: cell voltages.

@@ -3,6 +3,35 @@
 pub mod jbd;
 pub mod powermon;
 
+/// A value a device sent that it cannot mean (an NTC at -273.1 degC, a SoC of 250 %, a date in
+/// month 0, padding where a field would be). The decoded reading leaves that field out and
+/// lists it as one of these, so that the caller can say so: protocol code does not log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Omitted {
+    /// Which field, as the protocol documents name it (e.g. "NTC temperature").
+    pub field: &'static str,
+    /// 1-based number of a numbered field (NTC 2), else `None`.
+    pub index: Option<u8>,
+    /// The value as received.
+    pub raw: u32,
+    /// What a value the device can mean looks like, with units.
+    pub expected: &'static str,
+}
+
+impl std::fmt::Display for Omitted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.field)?;
+        if let Some(i) = self.index {
+            write!(f, " {i}")?;
+        }
+        write!(
+            f,
+            " omitted: raw {} (0x{:X}), expected {}",
+            self.raw, self.raw, self.expected
+        )
+    }
+}
+
 /// Parses hex as users paste it: spaces, colons, commas, dashes and a `0x` prefix are allowed.
 pub fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
     let cleaned: String = text

@@ -84,14 +84,18 @@ fn real_4s_basic_info() {
     approx(info.remaining_capacity_ah, 4.98);
     approx(info.nominal_capacity_ah, 5.00);
     assert_eq!(info.cycles, 42);
-    assert_eq!(info.production_date.to_string(), "2022-03-28");
+    assert_eq!(info.production_date.unwrap().to_string(), "2022-03-28");
     assert_eq!(info.balancing, 0);
     assert_eq!(info.protection, Protection(0));
     assert_eq!(info.software_version_string(), "8.0");
-    assert_eq!(info.soc_percent, 100);
+    assert_eq!(info.soc_percent, Some(100));
     assert!(info.charge_fet_on && info.discharge_fet_on);
     assert_eq!(info.cell_count, 4);
-    assert_eq!(info.temperatures_c, vec![22.4, 22.3, 21.7]);
+    assert_eq!(
+        info.temperatures_c,
+        vec![Some(22.4), Some(22.3), Some(21.7)]
+    );
+    assert_eq!(info.omitted, vec![]);
     assert_eq!(info.v11, V11Extras::default());
 }
 
@@ -113,11 +117,15 @@ fn real_16s_basic_info_and_cells() {
     approx(info.remaining_capacity_ah, 180.01);
     approx(info.nominal_capacity_ah, 200.0);
     assert_eq!(info.cycles, 1);
-    assert_eq!(info.production_date.to_string(), "2019-02-20");
+    assert_eq!(info.production_date.unwrap().to_string(), "2019-02-20");
     assert_eq!(info.software_version_string(), "2.0");
-    assert_eq!(info.soc_percent, 90);
+    assert_eq!(info.soc_percent, Some(90));
     assert_eq!(info.cell_count, 16);
-    assert_eq!(info.temperatures_c, vec![10.5, 13.8, 21.3, 18.2]);
+    assert_eq!(
+        info.temperatures_c,
+        vec![Some(10.5), Some(13.8), Some(21.3), Some(18.2)]
+    );
+    assert_eq!(info.omitted, vec![]);
 
     let cells = CellVoltages::parse(&frame(REAL_16S_CELLS)).unwrap();
     assert_eq!(cells.volts.len(), 16);
@@ -452,7 +460,9 @@ fn cell_counts_1_to_32_and_bad_lengths() {
 fn production_date_bits() {
     // 2022-03-28 = (22 << 9) | (3 << 5) | 28
     assert_eq!(
-        ProductionDate::from_raw((22 << 9) | (3 << 5) | 28).to_string(),
+        ProductionDate::from_raw((22 << 9) | (3 << 5) | 28)
+            .unwrap()
+            .to_string(),
         "2022-03-28"
     );
 }
