@@ -421,14 +421,20 @@ pub struct ProductionDate {
 }
 
 impl ProductionDate {
-    /// `None` when the month is not 1..=12 or the day not 1..=31 (e.g. raw 0, `2000-00-00`).
+    /// Months a date can have.
+    pub const MONTHS: std::ops::RangeInclusive<u8> = 1..=12;
+    /// Days a date can have (the 5-bit field holds at most 31).
+    pub const DAYS: std::ops::RangeInclusive<u8> = 1..=31;
+
+    /// `None` when the month is not in [`Self::MONTHS`] or the day not in [`Self::DAYS`]
+    /// (e.g. raw 0, `2000-00-00`).
     pub fn from_raw(raw: u16) -> Option<Self> {
         let date = ProductionDate {
             year: 2000 + (raw >> 9),
             month: ((raw >> 5) & 0x0F) as u8,
             day: (raw & 0x1F) as u8,
         };
-        ((1..=12).contains(&date.month) && date.day >= 1).then_some(date)
+        (Self::MONTHS.contains(&date.month) && Self::DAYS.contains(&date.day)).then_some(date)
     }
 }
 
@@ -597,12 +603,14 @@ impl BasicInfo {
                 let raw = be16(data, OFF_NTC_FIRST + 2 * i);
                 let t = ntc_celsius(raw);
                 if t.is_none() {
-                    omitted.push(Omitted {
-                        field: "NTC temperature",
-                        index: u8::try_from(i + 1).ok(),
-                        raw: raw.into(),
-                        expected: "-40..=100 degC (0.1 K units, 2331..=3731)",
-                    });
+                    omitted.push(
+                        Omitted::new(
+                            "NTC temperature (0.1 K)",
+                            raw,
+                            format!("{NTC_MIN_C}..={NTC_MAX_C} degC"),
+                        )
+                        .nth(i + 1),
+                    );
                 }
                 t
             })
@@ -611,22 +619,24 @@ impl BasicInfo {
         let rsoc = data[OFF_RSOC_PERCENT];
         let soc = soc_percent(rsoc);
         if soc.is_none() {
-            omitted.push(Omitted {
-                field: "RSOC",
-                index: None,
-                raw: rsoc.into(),
-                expected: "0..=100 %",
-            });
+            omitted.push(Omitted::new(
+                "RSOC (%)",
+                rsoc,
+                format!("0..={SOC_MAX_PERCENT} %"),
+            ));
         }
         let date_raw = be16(data, OFF_DATE);
         let production_date = ProductionDate::from_raw(date_raw);
         if production_date.is_none() {
-            omitted.push(Omitted {
-                field: "production date",
-                index: None,
-                raw: date_raw.into(),
-                expected: "month 1..=12 and day 1..=31",
-            });
+            omitted.push(Omitted::new(
+                "production date",
+                date_raw,
+                format!(
+                    "month {:?} and day {:?}",
+                    ProductionDate::MONTHS,
+                    ProductionDate::DAYS
+                ),
+            ));
         }
 
         let v11 = Self::parse_v11(&data[ntc_end..], &mut omitted);
@@ -656,33 +666,30 @@ impl BasicInfo {
     /// each read only when the length covers it, none when the tail is padding.
     fn parse_v11(tail: &[u8], omitted: &mut Vec<Omitted>) -> V11Extras {
         if is_padding(tail) {
-            omitted.push(Omitted {
-                field: "V11 fields after the NTCs",
-                index: None,
-                raw: u32::from(tail[0]),
-                expected: "not all 0x00 or all 0xFF (that is padding)",
-            });
+            omitted.push(Omitted::new(
+                "V11 fields after the NTCs",
+                tail[0],
+                format!("V11 data, not {} bytes of padding", tail.len()),
+            ));
             return V11Extras::default();
         }
         let u16_at = |off: usize| (tail.len() >= off + 2).then(|| be16(tail, off));
         let humidity = tail.first().copied();
         let humidity_percent = humidity.and_then(humidity_percent);
         if let (Some(raw), None) = (humidity, humidity_percent) {
-            omitted.push(Omitted {
-                field: "V11 humidity",
-                index: None,
-                raw: raw.into(),
-                expected: "1..=100 %",
-            });
+            omitted.push(Omitted::new(
+                "V11 humidity (%)",
+                raw,
+                format!("{HUMIDITY_MIN_PERCENT}..={HUMIDITY_MAX_PERCENT} %"),
+            ));
         }
         let full = u16_at(3);
         if full == Some(0) {
-            omitted.push(Omitted {
-                field: "V11 full-charge capacity",
-                index: None,
-                raw: 0,
-                expected: "more than 0 Ah",
-            });
+            omitted.push(Omitted::new(
+                "V11 full-charge capacity (10 mAh)",
+                0u16,
+                "more than 0 Ah",
+            ));
         }
         V11Extras {
             humidity_percent,
@@ -728,7 +735,8 @@ impl std::fmt::Display for PackMismatch {
     }
 }
 
-/// Checks the pack voltage against the sum of the cells.
+/// Checks the pack voltage against the sum of the cells (whatever their number: a cell
+/// missing from 0x04 is exactly what this catches).
 pub fn pack_vs_cells(info: &BasicInfo, cells: &CellVoltages) -> Option<PackMismatch> {
     let cells_sum_v: f64 = cells.volts.iter().sum();
     ((info.voltage_v - cells_sum_v).abs() > PACK_VS_CELLS_TOLERANCE_V).then_some(PackMismatch {
@@ -790,6 +798,19 @@ pub struct JbdReading {
     pub cells: CellVoltages,
     /// Name from register 0x05, when the BMS has one.
     pub model: Option<String>,
+}
+
+impl JbdReading {
+    /// Values left out of the reading because the BMS cannot mean them.
+    pub fn omitted(&self) -> &[Omitted] {
+        &self.info.omitted
+    }
+
+    /// `Some` when the pack voltage disagrees with the sum of the cells: printed as read, but
+    /// worth a warning (a cell or the pack voltage is misread).
+    pub fn pack_mismatch(&self) -> Option<PackMismatch> {
+        pack_vs_cells(&self.info, &self.cells)
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ pub mod powermon;
 /// A value a device sent that it cannot mean (an NTC at -273.1 degC, a SoC of 250 %, a date in
 /// month 0, padding where a field would be). The decoded reading leaves that field out and
 /// lists it as one of these, so that the caller can say so: protocol code does not log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Omitted {
     /// Which field, as the protocol documents name it (e.g. "NTC temperature").
     pub field: &'static str,
@@ -14,8 +14,32 @@ pub struct Omitted {
     pub index: Option<u8>,
     /// The value as received.
     pub raw: u32,
-    /// What a value the device can mean looks like, with units.
-    pub expected: &'static str,
+    /// What a value the device can mean looks like, with units (built from the named limits).
+    pub expected: String,
+}
+
+impl Omitted {
+    pub fn new(field: &'static str, raw: impl Into<u32>, expected: impl Into<String>) -> Self {
+        Omitted {
+            field,
+            index: None,
+            raw: raw.into(),
+            expected: expected.into(),
+        }
+    }
+
+    /// The same note for field number `index` (1-based).
+    pub fn nth(self, index: usize) -> Self {
+        Omitted {
+            index: u8::try_from(index).ok(),
+            ..self
+        }
+    }
+
+    /// Which field this is about, whatever its value: the once-per-connection key.
+    pub fn key(&self) -> (&'static str, Option<u8>) {
+        (self.field, self.index)
+    }
 }
 
 impl std::fmt::Display for Omitted {

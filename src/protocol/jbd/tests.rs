@@ -10,6 +10,7 @@
 //!   unsolicited stream that must be ignored.
 
 use super::*;
+use crate::protocol::Omitted;
 use proptest::prelude::*;
 
 pub(crate) const REAL_4S_INFO: &str = "dd 03 00 1d 06 18 fe e1 01 f2 01 f4 00 2a 2c 7c 00 00 00 00 00 00 80 64 03 04 03 0b 8b 0b 8a 0b 84 f8 84 77";
@@ -701,4 +702,137 @@ proptest! {
                 "corrupt input decoded to a different full frame: {frame:?}");
         }
     }
+}
+
+// Implausible values (issue 10, item 5). The real 0x03 reply of the 4S pack (`REAL_4S_INFO`)
+// with one field set to what a faulty pack sent, re-checksummed: the field is left out and
+// named, everything else still decodes.
+
+/// `REAL_4S_INFO`'s data after `patch`, as a 0x03 reply.
+fn real_4s_info_with(patch: impl FnOnce(&mut Vec<u8>)) -> BasicInfo {
+    let mut data = frame(REAL_4S_INFO).data;
+    patch(&mut data);
+    BasicInfo::parse(&parse_frame(&encode_reply(3, 0, &data)).unwrap()).unwrap()
+}
+
+fn set_ntc(data: &mut [u8], n: usize, raw: u16) {
+    let off = OFF_NTC_FIRST + 2 * (n - 1);
+    data[off..off + 2].copy_from_slice(&raw.to_be_bytes());
+}
+
+fn keys(info: &BasicInfo) -> Vec<(&'static str, Option<u8>)> {
+    info.omitted.iter().map(Omitted::key).collect()
+}
+
+#[test]
+fn an_ntc_raw_0_is_omitted_not_printed_as_minus_273_1() {
+    let info = real_4s_info_with(|d| set_ntc(d, 2, 0));
+    assert_eq!(info.temperatures_c, vec![Some(22.4), None, Some(21.7)]);
+    assert_eq!(keys(&info), vec![("NTC temperature (0.1 K)", Some(2))]);
+    assert_eq!(
+        info.omitted[0].to_string(),
+        "NTC temperature (0.1 K) 2 omitted: raw 0 (0x0), expected -40..=100 degC"
+    );
+    // The window's edges: -40.0 and 100.0 degC are kept, 0.1 K beyond is not.
+    for (raw, want) in [
+        (2331, Some(-40.0)),
+        (2330, None),
+        (3731, Some(100.0)),
+        (3732, None),
+        (u16::MAX, None),
+    ] {
+        let info = real_4s_info_with(|d| set_ntc(d, 1, raw));
+        assert_eq!(info.temperatures_c[0], want, "raw {raw}");
+        assert_eq!(info.omitted.len(), usize::from(want.is_none()), "raw {raw}");
+    }
+}
+
+#[test]
+fn soc_250_is_omitted() {
+    let info = real_4s_info_with(|d| d[OFF_RSOC_PERCENT] = 250);
+    assert_eq!(info.soc_percent, None);
+    assert_eq!(keys(&info), vec![("RSOC (%)", None)]);
+    assert_eq!(info.omitted[0].raw, 250);
+    assert_eq!(
+        real_4s_info_with(|d| d[OFF_RSOC_PERCENT] = 101).soc_percent,
+        None
+    );
+    assert_eq!(
+        real_4s_info_with(|d| d[OFF_RSOC_PERCENT] = 0).soc_percent,
+        Some(0)
+    );
+}
+
+#[test]
+fn production_date_2000_00_00_is_omitted() {
+    let info = real_4s_info_with(|d| d[OFF_DATE..OFF_DATE + 2].copy_from_slice(&[0, 0]));
+    assert_eq!(info.production_date, None);
+    assert_eq!(keys(&info), vec![("production date", None)]);
+    let date = |y: u16, m: u16, d: u16| ProductionDate::from_raw((y << 9) | (m << 5) | d);
+    assert_eq!(date(22, 0, 28), None, "month 0");
+    assert_eq!(date(22, 13, 28), None, "month 13");
+    assert_eq!(date(22, 3, 0), None, "day 0");
+    assert_eq!(date(22, 12, 31).unwrap().to_string(), "2022-12-31");
+    assert_eq!(date(22, 1, 1).unwrap().to_string(), "2022-01-01");
+}
+
+#[test]
+fn trailing_padding_is_not_read_as_v11_fields() {
+    // A reply whose length covers 9 zero bytes after the NTCs: not humidity=0, alarm=0.
+    for pad in [0x00, 0xFF] {
+        let info = real_4s_info_with(|d| d.extend([pad; 9]));
+        assert_eq!(info.v11, V11Extras::default(), "padding 0x{pad:02X}");
+        assert_eq!(keys(&info), vec![("V11 fields after the NTCs", None)]);
+    }
+    // One real V11 byte among zeros is not padding.
+    let info = real_4s_info_with(|d| d.extend([45, 0, 0, 0, 0]));
+    assert_eq!(info.v11.humidity_percent, Some(45));
+    assert_eq!(info.v11.alarm, Some(0));
+    assert_eq!(info.v11.full_charge_capacity_ah, None, "0 Ah is omitted");
+    assert_eq!(
+        keys(&info),
+        vec![("V11 full-charge capacity (10 mAh)", None)]
+    );
+}
+
+#[test]
+fn v11_humidity_outside_1_to_100_percent_is_omitted() {
+    // Alarm 2, full capacity 49.80 Ah: real V11 data, with humidity 0 or 101.
+    for (humidity, want) in [(0, None), (101, None), (1, Some(1)), (100, Some(100))] {
+        let info = real_4s_info_with(|d| d.extend([humidity, 0x00, 0x02, 0x13, 0x74]));
+        assert_eq!(info.v11.humidity_percent, want, "humidity {humidity}");
+        assert_eq!(info.v11.alarm, Some(2));
+        assert_eq!(info.v11.full_charge_capacity_ah, Some(49.8));
+        assert_eq!(info.omitted.len(), usize::from(want.is_none()));
+    }
+}
+
+#[test]
+fn pack_voltage_far_from_the_cell_sum_is_flagged() {
+    // patman15's 4S fixture: 0x03 says 15.60 V, its 0x04 cells sum to 13.704 V.
+    let reading = JbdReading {
+        info: BasicInfo::parse(&frame(REAL_4S_INFO)).unwrap(),
+        cells: CellVoltages::parse(&frame(REAL_4S_CELLS)).unwrap(),
+        model: None,
+    };
+    let m = reading.pack_mismatch().expect("1.9 V apart");
+    approx(m.pack_v, 15.6);
+    approx(m.cells_sum_v, 13.704);
+    assert!(m.to_string().contains("15.60 V"), "{m}");
+    // The 16S capture: 52.97 V and 52.983 V, 13 mV apart: consistent.
+    let consistent = JbdReading {
+        info: BasicInfo::parse(&frame(REAL_16S_INFO)).unwrap(),
+        cells: CellVoltages::parse(&frame(REAL_16S_CELLS)).unwrap(),
+        model: None,
+    };
+    assert_eq!(consistent.pack_mismatch(), None);
+    // The bound itself: exactly the tolerance apart is fine, beyond is not.
+    let cells = CellVoltages {
+        volts: vec![3.0; 4],
+    };
+    let mut info = consistent.info.clone();
+    info.voltage_v = 12.0 + PACK_VS_CELLS_TOLERANCE_V;
+    assert_eq!(pack_vs_cells(&info, &cells), None);
+    info.voltage_v = 12.0 - PACK_VS_CELLS_TOLERANCE_V - 0.01;
+    assert!(pack_vs_cells(&info, &cells).is_some());
 }
