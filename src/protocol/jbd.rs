@@ -49,6 +49,7 @@ pub const SOC_MAX_PERCENT: u8 = 100;
 /// Relative humidity a V11 sensor can report, %: 0 does not occur in air (firmware without the
 /// sensor sends 0), above 100 is impossible.
 pub const HUMIDITY_MIN_PERCENT: u8 = 1;
+/// Highest relative humidity, %.
 pub const HUMIDITY_MAX_PERCENT: u8 = 100;
 /// Largest difference between the pack voltage (0x03) and the sum of its cells (0x04) that
 /// measurement explains, V: the pack voltage's 10 mV resolution, N x 1 mV cell rounding and a
