@@ -1,6 +1,7 @@
 //! A reading: what one poll of one device produced, stamped when its last reply byte arrived.
 
-use crate::protocol::jbd::JbdReading;
+use crate::protocol::Omitted;
+use crate::protocol::jbd::{JbdReading, PackMismatch};
 use crate::protocol::powermon::PowermonReading;
 
 /// The kinds of device blebatt talks to.
@@ -24,6 +25,24 @@ impl std::fmt::Display for DeviceKind {
 pub enum Values {
     Jbd(JbdReading),
     Powermon(PowermonReading),
+}
+
+impl Values {
+    /// Values the device sent that it cannot mean, left out of the reading.
+    pub fn omitted(&self) -> &[Omitted] {
+        match self {
+            Values::Jbd(r) => r.omitted(),
+            Values::Powermon(r) => &r.omitted,
+        }
+    }
+
+    /// A JBD pack voltage far from the sum of its cells.
+    pub fn pack_mismatch(&self) -> Option<PackMismatch> {
+        match self {
+            Values::Jbd(r) => r.pack_mismatch(),
+            Values::Powermon(_) => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -41,6 +41,34 @@ fn decode_jbd_real_notifications() {
     assert_eq!(field(l, "cell_2"), &FieldValue::F64(3.425));
     assert_eq!(field(l, "temperature_2"), &FieldValue::F64(22.3));
     assert_log_prefixes(&err);
+    // This capture's pack voltage is 1.9 V from the sum of its cells: printed, and said.
+    assert_eq!(
+        err.lines()
+            .filter(|l| l.starts_with("W! pack voltage 15.60 V"))
+            .count(),
+        1,
+        "{err}"
+    );
+}
+
+#[test]
+fn decode_jbd_leaves_out_an_ntc_at_raw_0_and_says_so() {
+    // The same 0x03 reply with NTC 2 raw 0 (-273.1 degC), re-checksummed.
+    let info = "dd 03 00 1d 06 18 fe e1 01 f2 01 f4 00 2a 2c 7c 00 00 00 00 00 00 80 64 03 04 03 0b 8b 00 00 0b 84 f9 19 77";
+    let (code, out, err) = run(&["decode", "jbd", info, CELLS]);
+    assert_eq!(code, 0, "{err}");
+    let l = &parse_all(&out)[0];
+    assert!(
+        l.field_set
+            .iter()
+            .all(|(k, _)| k.as_str() != "temperature_2"),
+        "{out}"
+    );
+    assert_eq!(field(l, "temperature_3"), &FieldValue::F64(21.7));
+    assert!(
+        err.contains("W! NTC temperature (0.1 K) 2 omitted: raw 0"),
+        "{err}"
+    );
 }
 
 #[test]

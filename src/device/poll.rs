@@ -51,7 +51,8 @@ impl JbdSession {
     }
 }
 
-/// Writes one read request and waits for the frame answering THAT register.
+/// Writes one read request and waits for a valid frame answering THAT register: stale replies
+/// to other registers and broken frames are skipped (logged at debug) until the deadline.
 async fn request<L: Link>(
     link: &mut L,
     session: &mut JbdSession,
@@ -86,10 +87,10 @@ async fn request<L: Link>(
                     frame.register,
                     register.code()
                 ),
-                // A broken frame claiming to answer our register: the reply is corrupt.
-                Err(e) if e.register() == Some(register.code()) => return Err(e.into()),
+                // A broken frame, even one claiming our register, is skipped: the valid reply
+                // may follow it, in this chunk or a later one, until the deadline.
                 Err(e) => log::debug!(
-                    "skipped garbage while waiting for 0x{:02X}: {e}",
+                    "skipped a broken frame while waiting for 0x{:02X}: {e}",
                     register.code()
                 ),
             }
@@ -156,3 +157,6 @@ pub async fn poll_powermon<L: Link>(
     let time_ns = now_ns();
     Ok((PowermonReading::parse(&value)?, time_ns))
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,5 +1,6 @@
 //! The device task: owns one link, reconnects with backoff, answers polls one at a time.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -133,11 +134,46 @@ enum State {
     },
 }
 
+/// What this connection has already said about implausible values, so that a device that
+/// keeps sending one is not a log line per poll: each omitted field once at debug, a pack
+/// voltage far from its cells once at warning. Reset on every (re)connect.
+#[derive(Debug, Default)]
+struct Noted {
+    omitted: HashSet<(&'static str, Option<u8>)>,
+    pack_mismatch: bool,
+}
+
+impl Noted {
+    fn report(&mut self, spec: &DeviceSpec, values: &Values) {
+        for o in values.omitted() {
+            if self.omitted.insert(o.key()) {
+                log::debug!(
+                    "{} ({}): {o} (not printed; said once per connection)",
+                    spec.name,
+                    spec.address
+                );
+            }
+        }
+        if let Some(m) = values.pack_mismatch()
+            && !self.pack_mismatch
+        {
+            self.pack_mismatch = true;
+            log::warn!(
+                "{} ({}): {m}; printed as read, said once per connection. Hint: check the cell \
+                 count and the voltage calibration in the BMS's app",
+                spec.name,
+                spec.address
+            );
+        }
+    }
+}
+
 struct Task<L> {
     spec: Arc<DeviceSpec>,
     link: L,
     state: State,
     jbd: JbdSession,
+    noted: Noted,
     /// Polls in a row that got no reply.
     consecutive_timeouts: u32,
     last_error: PollError,
@@ -189,6 +225,7 @@ impl<L: Link> Task<L> {
                 base: Duration::ZERO,
             },
             jbd: JbdSession::new(),
+            noted: Noted::default(),
             consecutive_timeouts: 0,
             last_error: PollError::Link(LinkError::NotConnected),
             last_logged: None,
@@ -267,6 +304,7 @@ impl<L: Link> Task<L> {
             Ok(()) => {
                 self.state = State::Up;
                 self.jbd = JbdSession::new();
+                self.noted = Noted::default();
                 self.consecutive_timeouts = 0;
                 self.last_logged = None;
                 log::info!(
@@ -350,6 +388,7 @@ impl<L: Link> Task<L> {
                 if self.last_logged.take().is_some() {
                     log::info!("{}: polling again", self.spec.name);
                 }
+                self.noted.report(&self.spec, &values);
                 Ok(Reading {
                     device: self.spec.name.clone(),
                     address: self.spec.address.clone(),

@@ -107,10 +107,12 @@ pub fn jbd_fields(r: &JbdReading) -> Vec<(Cow<'static, str>, Field)> {
             Float(info.remaining_capacity_ah),
         ),
         ("nominal_capacity".into(), Float(info.nominal_capacity_ah)),
-        ("soc".into(), Int(info.soc_percent.into())),
-        ("cycles".into(), Int(info.cycles.into())),
-        ("cell_count".into(), Int(cells.volts.len() as i64)),
     ];
+    if let Some(soc) = info.soc_percent {
+        f.push(("soc".into(), Int(soc.into())));
+    }
+    f.push(("cycles".into(), Int(info.cycles.into())));
+    f.push(("cell_count".into(), Int(cells.volts.len() as i64)));
     for (i, v) in cells.volts.iter().enumerate() {
         f.push((format!("cell_{}", i + 1).into(), Float(*v)));
     }
@@ -118,8 +120,11 @@ pub fn jbd_fields(r: &JbdReading) -> Vec<(Cow<'static, str>, Field)> {
     f.push(("cell_max".into(), Float(cells.max())));
     f.push(("cell_avg".into(), Float(round(cells.avg(), 4))));
     f.push(("cell_delta".into(), Float(round(cells.delta(), 3))));
+    // An omitted NTC leaves a gap: temperature_N stays the BMS's sensor N.
     for (i, t) in info.temperatures_c.iter().enumerate() {
-        f.push((format!("temperature_{}", i + 1).into(), Float(*t)));
+        if let Some(t) = t {
+            f.push((format!("temperature_{}", i + 1).into(), Float(*t)));
+        }
     }
     f.push(("balancing".into(), Int(info.balancing.into())));
     f.push(("charge_fet".into(), Bool(info.charge_fet_on)));
@@ -132,10 +137,9 @@ pub fn jbd_fields(r: &JbdReading) -> Vec<(Cow<'static, str>, Field)> {
         "software_version".into(),
         Str(info.software_version_string()),
     ));
-    f.push((
-        "production_date".into(),
-        Str(info.production_date.to_string()),
-    ));
+    if let Some(date) = info.production_date {
+        f.push(("production_date".into(), Str(date.to_string())));
+    }
     if let Some(h) = info.v11.humidity_percent {
         f.push(("humidity".into(), Int(h.into())));
     }

@@ -156,3 +156,59 @@ fn protection_field_names_follow_the_protocol_bit_names() {
         assert_eq!(super::PROTECTION_FIELDS[i], format!("protection_{name}"));
     }
 }
+
+/// Field keys of the one line `r` prints.
+fn keys_of(r: &Reading) -> Vec<String> {
+    let text = line(r);
+    let parsed: Vec<_> = parse_lines(&text).collect::<Result<_, _>>().unwrap();
+    parsed[0]
+        .field_set
+        .iter()
+        .map(|(k, _)| k.to_string())
+        .collect()
+}
+
+#[test]
+fn omitted_jbd_values_are_not_printed() {
+    // The real 4S reply with NTC 2 raw 0, RSOC 250, date 0 and 9 bytes of zero padding.
+    let mut data = jbd::parse_frame(&crate::protocol::parse_hex(jbd::tests::REAL_4S_INFO).unwrap())
+        .unwrap()
+        .data;
+    data[25..27].copy_from_slice(&[0, 0]);
+    data[19] = 250;
+    data[10..12].copy_from_slice(&[0, 0]);
+    data.extend([0; 9]);
+    let mut j = real_jbd();
+    j.info = BasicInfo::parse(&jbd::parse_frame(&jbd::encode_reply(3, 0, &data)).unwrap()).unwrap();
+    assert_eq!(j.info.omitted.len(), 4, "{:?}", j.info.omitted);
+    let keys = keys_of(&reading(Values::Jbd(j)));
+    for gone in [
+        "soc",
+        "temperature_2",
+        "production_date",
+        "humidity",
+        "alarm",
+    ] {
+        assert!(!keys.iter().any(|k| k == gone), "{gone} in {keys:?}");
+    }
+    // The others are still there, sensor numbers unchanged.
+    for kept in ["voltage", "temperature_1", "temperature_3", "cycles"] {
+        assert!(keys.iter().any(|k| k == kept), "{kept} not in {keys:?}");
+    }
+}
+
+#[test]
+fn omitted_powermon_values_are_not_printed() {
+    let raw = crate::protocol::parse_hex(crate::protocol::powermon::tests::REAL_NEW_A).unwrap();
+    let mut rec: [u8; 51] = crate::protocol::powermon::decode_cobs_frame(&raw)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    rec[0..2].copy_from_slice(&0x0A3Fu16.to_le_bytes()); // firmware, not BCD
+    rec[47] = 200; // power status
+    let pm = PowermonReading::parse(&crate::protocol::powermon::encode_cobs_frame(&rec)).unwrap();
+    let keys = keys_of(&reading(Values::Powermon(pm)));
+    assert!(!keys.iter().any(|k| k == "firmware_version"), "{keys:?}");
+    assert!(!keys.iter().any(|k| k == "power_status"), "{keys:?}");
+    assert!(keys.iter().any(|k| k == "voltage1"), "{keys:?}");
+}

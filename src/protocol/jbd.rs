@@ -9,6 +9,8 @@
 use thiserror::Error;
 use uuid::Uuid;
 
+use super::Omitted;
+
 /// GATT service of the common JBD BLE dongle.
 pub const SERVICE_UUID: Uuid = Uuid::from_u128(0x0000ff00_0000_1000_8000_00805f9b34fb);
 /// Characteristic the BMS notifies its replies on.
@@ -36,6 +38,25 @@ pub const MAX_CELLS: usize = 32;
 
 /// Kelvin offset of NTC readings, in 0.1 K: degC = (raw - 2731) / 10.
 const NTC_OFFSET_DECI_KELVIN: i32 = 2731;
+/// Coldest NTC reading a pack can mean, degC: the bottom of a 10 k NTC's table and of any
+/// lithium cell's storage range. An open sensor or raw 0 (-273.1 degC) reads far below.
+pub const NTC_MIN_C: i16 = -40;
+/// Hottest NTC reading a pack can mean, degC: beyond every JBD over-temperature protection
+/// (cells and MOSFETs alike are cut off well before); a shorted sensor reads far above.
+pub const NTC_MAX_C: i16 = 100;
+/// State of charge above this, %, is not a state of charge.
+pub const SOC_MAX_PERCENT: u8 = 100;
+/// Relative humidity a V11 sensor can report, %: 0 does not occur in air (firmware without the
+/// sensor sends 0), above 100 is impossible.
+pub const HUMIDITY_MIN_PERCENT: u8 = 1;
+/// Highest relative humidity, %.
+pub const HUMIDITY_MAX_PERCENT: u8 = 100;
+/// Largest difference between the pack voltage (0x03) and the sum of its cells (0x04) that
+/// measurement explains, V: the pack voltage's 10 mV resolution, N x 1 mV cell rounding and a
+/// few hundred mV across MOSFETs and shunt at 100 A stay below it; one missing or phantom cell
+/// (>= 2.5 V for any lithium chemistry) or a mis-scaled voltage exceeds it, whatever the pack
+/// size (a relative bound would miss a missing cell in a 24S pack at 5 %).
+pub const PACK_VS_CELLS_TOLERANCE_V: f64 = 1.0;
 
 /// The read-only registers blebatt asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -169,6 +190,12 @@ pub enum JbdError {
     WrongRegister { expected: u8, got: u8 },
     #[error("0x04 reply has {len} data bytes: cell voltages come in pairs, 1 to 32 cells")]
     BadCellData { len: usize },
+    #[error("0x{register:02X} frame cut short: {have} of {need} bytes, then a valid frame started")]
+    CutShort {
+        register: u8,
+        have: usize,
+        need: usize,
+    },
     #[error("incomplete frame: {have} of {need} bytes received")]
     Incomplete { have: usize, need: usize },
     #[error("no frame start (0xDD) in the input")]
@@ -183,7 +210,8 @@ impl JbdError {
             | JbdError::BadEnd { register, .. }
             | JbdError::Oversize { register, .. }
             | JbdError::Status { register, .. }
-            | JbdError::Truncated { register, .. } => Some(register),
+            | JbdError::Truncated { register, .. }
+            | JbdError::CutShort { register, .. } => Some(register),
             JbdError::WrongRegister { got, .. } => Some(got),
             _ => None,
         }
@@ -192,10 +220,17 @@ impl JbdError {
 
 /// Reassembles notifications into frames by the length byte.
 ///
-/// Push chunks of any size as they arrive; every complete frame (or every broken one, as an
-/// error) comes out in order. Bytes before a plausible frame start are skipped; bytes after a
-/// complete frame that do not start a new one (e.g. trailing zero padding) are dropped. A trailing
-/// 0x77 is never taken as end-of-frame: only the length byte decides.
+/// Push chunks of any size as they arrive. Every 0xDD followed by a plausible status byte is a
+/// candidate frame start; the earliest candidate that holds a complete frame with a valid
+/// checksum and end byte comes out as a frame, wherever it sits in what is buffered. Candidates
+/// before it come out as errors and are skipped: a broken frame (bad checksum or end byte,
+/// impossible length) and a truncated one (a new frame started before its length was
+/// reached) never swallow or block the real reply behind them. Bytes that start no candidate
+/// (e.g. trailing zero padding) are dropped. A trailing 0x77 is never taken as end-of-frame:
+/// only the length byte decides.
+///
+/// The buffer is bounded: it only ever holds the tail of one candidate that is still short of
+/// its length, so less than [`MAX_FRAME_LEN`] bytes stay between pushes.
 #[derive(Debug, Default, Clone)]
 pub struct Reassembler {
     buf: Vec<u8>,
@@ -203,9 +238,49 @@ pub struct Reassembler {
 
 /// Header is start, register, status, len.
 const HEADER_LEN: usize = 4;
+/// Longest frame the reassembler accepts, bytes.
+pub const MAX_FRAME_LEN: usize = MAX_DATA_LEN as usize + FRAME_OVERHEAD;
 
 fn plausible_status(status: u8) -> bool {
     status == 0x00 || (0x80..=0x83).contains(&status)
+}
+
+/// What the bytes from one 0xDD onwards are.
+enum Candidate {
+    /// Not a frame start (the status byte is not one a BMS sends).
+    NotAStart,
+    /// Could still become a frame: `need` bytes in all (0 while the length byte is missing).
+    Short { need: usize },
+    /// Complete and verified; `len` bytes long.
+    Frame { frame: Frame, len: usize },
+    /// Cannot be a frame.
+    Broken(JbdError),
+}
+
+fn candidate(bytes: &[u8]) -> Candidate {
+    debug_assert_eq!(bytes.first(), Some(&START));
+    if bytes.len() >= 3 && !plausible_status(bytes[2]) {
+        return Candidate::NotAStart;
+    }
+    if bytes.len() < HEADER_LEN {
+        return Candidate::Short { need: 0 };
+    }
+    let (register, len) = (bytes[1], bytes[3]);
+    if len > MAX_DATA_LEN {
+        return Candidate::Broken(JbdError::Oversize {
+            register,
+            len,
+            max: MAX_DATA_LEN,
+        });
+    }
+    let total = usize::from(len) + FRAME_OVERHEAD;
+    if bytes.len() < total {
+        return Candidate::Short { need: total };
+    }
+    match check_frame(&bytes[..total]) {
+        Ok(frame) => Candidate::Frame { frame, len: total },
+        Err(e) => Candidate::Broken(e),
+    }
 }
 
 impl Reassembler {
@@ -223,59 +298,65 @@ impl Reassembler {
         self.buf.len()
     }
 
-    /// Feeds one notification; returns the frames (and broken frames) it completed.
+    /// Feeds one notification; returns, in stream order, the frames it completed and the
+    /// broken or truncated candidates skipped on the way (as errors).
     pub fn push(&mut self, chunk: &[u8]) -> Vec<Result<Frame, JbdError>> {
         self.buf.extend_from_slice(chunk);
         let mut out = Vec::new();
         loop {
-            self.resync();
-            if self.buf.len() < HEADER_LEN {
-                break;
+            // Candidates before the first complete frame: broken ones, and short ones (each
+            // with where it starts and what it needs).
+            let mut skipped: Vec<(usize, Result<usize, JbdError>)> = Vec::new();
+            let mut found = None;
+            for i in (0..self.buf.len()).filter(|&i| self.buf[i] == START) {
+                match candidate(&self.buf[i..]) {
+                    Candidate::NotAStart => {}
+                    Candidate::Short { need } => skipped.push((i, Ok(need))),
+                    Candidate::Broken(e) => skipped.push((i, Err(e))),
+                    Candidate::Frame { frame, len } => {
+                        found = Some((i, frame, len));
+                        break;
+                    }
+                }
             }
-            let register = self.buf[1];
-            let len = self.buf[3];
-            if len > MAX_DATA_LEN {
-                out.push(Err(JbdError::Oversize {
-                    register,
-                    len,
-                    max: MAX_DATA_LEN,
-                }));
-                self.buf.drain(..1);
-                continue;
-            }
-            let total = usize::from(len) + FRAME_OVERHEAD;
-            if self.buf.len() < total {
-                break;
-            }
-            match check_frame(&self.buf[..total]) {
-                Ok(frame) => {
+            match found {
+                Some((at, frame, len)) => {
+                    // Everything before the frame is skipped, short candidates included: a
+                    // frame that a new one interrupted is cut short.
+                    for (i, item) in skipped {
+                        out.push(Err(match item {
+                            Err(e) => e,
+                            Ok(need) => JbdError::CutShort {
+                                register: self.buf[i + 1],
+                                have: at - i,
+                                need,
+                            },
+                        }));
+                    }
                     out.push(Ok(frame));
-                    self.buf.drain(..total);
+                    self.buf.drain(..at + len);
                 }
-                Err(err) => {
-                    out.push(Err(err));
-                    // The start byte was a false one or the frame is corrupt: look for a real
-                    // start inside what we hold.
-                    self.buf.drain(..1);
+                None => {
+                    // Keep from the first candidate that may still complete; what is before it
+                    // is skipped. Broken candidates after it are looked at again (and reported
+                    // once) when it resolves.
+                    let keep = skipped
+                        .iter()
+                        .position(|(_, item)| item.is_ok())
+                        .map_or(self.buf.len(), |k| skipped[k].0);
+                    for (i, item) in skipped {
+                        if i >= keep {
+                            break;
+                        }
+                        if let Err(e) = item {
+                            out.push(Err(e));
+                        }
+                    }
+                    self.buf.drain(..keep);
+                    debug_assert!(self.buf.len() < MAX_FRAME_LEN);
+                    return out;
                 }
             }
-        }
-        out
-    }
-
-    /// Drops bytes until the buffer starts with something that may be a frame header.
-    fn resync(&mut self) {
-        let mut skip = 0;
-        while skip < self.buf.len() {
-            let rest = &self.buf[skip..];
-            let plausible = rest[0] == START && (rest.len() < 3 || plausible_status(rest[2]));
-            if plausible {
-                break;
-            }
-            skip += 1;
-        }
-        if skip > 0 {
-            self.buf.drain(..skip);
         }
     }
 }
@@ -341,12 +422,20 @@ pub struct ProductionDate {
 }
 
 impl ProductionDate {
-    pub fn from_raw(raw: u16) -> Self {
-        ProductionDate {
+    /// Months a date can have.
+    pub const MONTHS: std::ops::RangeInclusive<u8> = 1..=12;
+    /// Days a date can have (the 5-bit field holds at most 31).
+    pub const DAYS: std::ops::RangeInclusive<u8> = 1..=31;
+
+    /// `None` when the month is not in [`Self::MONTHS`] or the day not in [`Self::DAYS`]
+    /// (e.g. raw 0, `2000-00-00`).
+    pub fn from_raw(raw: u16) -> Option<Self> {
+        let date = ProductionDate {
             year: 2000 + (raw >> 9),
             month: ((raw >> 5) & 0x0F) as u8,
             day: (raw & 0x1F) as u8,
-        }
+        };
+        (Self::MONTHS.contains(&date.month) && Self::DAYS.contains(&date.day)).then_some(date)
     }
 }
 
@@ -419,18 +508,24 @@ pub struct BasicInfo {
     pub remaining_capacity_ah: f64,
     pub nominal_capacity_ah: f64,
     pub cycles: u16,
-    pub production_date: ProductionDate,
+    /// `None` when the BMS holds no real date (month or day 0, month > 12).
+    pub production_date: Option<ProductionDate>,
     /// Balancing cells: bit 0 = cell 1 ... bit 31 = cell 32.
     pub balancing: u32,
     pub protection: Protection,
     /// Software version byte: 0x80 means "8.0".
     pub software_version: u8,
-    pub soc_percent: u8,
+    /// `None` above 100 %.
+    pub soc_percent: Option<u8>,
     pub charge_fet_on: bool,
     pub discharge_fet_on: bool,
     pub cell_count: u8,
-    pub temperatures_c: Vec<f64>,
+    /// One per NTC the BMS reports, in its order; `None` where the reading is outside
+    /// [`NTC_MIN_C`]..=[`NTC_MAX_C`].
+    pub temperatures_c: Vec<Option<f64>>,
     pub v11: V11Extras,
+    /// Values the BMS sent that it cannot mean, left out above.
+    pub omitted: Vec<Omitted>,
 }
 
 // Register 0x03 data offsets (bytes, big-endian).
@@ -456,6 +551,32 @@ fn be16(data: &[u8], off: usize) -> u16 {
     u16::from_be_bytes([data[off], data[off + 1]])
 }
 
+/// An NTC reading (0.1 K) in degC; `None` outside [`NTC_MIN_C`]..=[`NTC_MAX_C`].
+pub fn ntc_celsius(raw_deci_kelvin: u16) -> Option<f64> {
+    let deci_c = i32::from(raw_deci_kelvin) - NTC_OFFSET_DECI_KELVIN;
+    let window = i32::from(NTC_MIN_C) * 10..=i32::from(NTC_MAX_C) * 10;
+    window.contains(&deci_c).then(|| f64::from(deci_c) / 10.0)
+}
+
+/// RSOC byte, %; `None` above [`SOC_MAX_PERCENT`].
+pub fn soc_percent(raw: u8) -> Option<u8> {
+    (raw <= SOC_MAX_PERCENT).then_some(raw)
+}
+
+/// V11 humidity byte, %; `None` outside [`HUMIDITY_MIN_PERCENT`]..=[`HUMIDITY_MAX_PERCENT`].
+pub fn humidity_percent(raw: u8) -> Option<u8> {
+    (HUMIDITY_MIN_PERCENT..=HUMIDITY_MAX_PERCENT)
+        .contains(&raw)
+        .then_some(raw)
+}
+
+/// Bytes after the NTCs that are padding, not V11 fields: all 0x00 or all 0xFF (what dongles
+/// and older firmware fill a fixed-size reply with). Real V11 fields are never all zero: the
+/// full-charge capacity of a pack is not 0 Ah.
+pub fn is_padding(tail: &[u8]) -> bool {
+    !tail.is_empty() && (tail.iter().all(|&b| b == 0x00) || tail.iter().all(|&b| b == 0xFF))
+}
+
 /// 10 mV / 10 mA / 10 mAh units to V / A / Ah.
 fn centi(raw: f64) -> f64 {
     raw / 100.0
@@ -477,24 +598,49 @@ impl BasicInfo {
         if data.len() < ntc_end {
             return Err(truncated(ntc_end));
         }
+        let mut omitted = Vec::new();
         let temperatures_c = (0..ntc_count)
             .map(|i| {
-                let raw = i32::from(be16(data, OFF_NTC_FIRST + 2 * i));
-                f64::from(raw - NTC_OFFSET_DECI_KELVIN) / 10.0
+                let raw = be16(data, OFF_NTC_FIRST + 2 * i);
+                let t = ntc_celsius(raw);
+                if t.is_none() {
+                    omitted.push(
+                        Omitted::new(
+                            "NTC temperature (0.1 K)",
+                            raw,
+                            format!("{NTC_MIN_C}..={NTC_MAX_C} degC"),
+                        )
+                        .nth(i + 1),
+                    );
+                }
+                t
             })
             .collect();
 
-        // V11 trailer: humidity u8, alarm u16, full capacity u16, remaining u16, balance u16.
-        let tail = &data[ntc_end..];
-        let u16_at = |off: usize| (tail.len() >= off + 2).then(|| be16(tail, off));
-        let v11 = V11Extras {
-            humidity_percent: tail.first().copied(),
-            alarm: u16_at(1),
-            full_charge_capacity_ah: u16_at(3).map(|r| centi(f64::from(r))),
-            remaining_capacity_ah: u16_at(5).map(|r| centi(f64::from(r))),
-            balance_current_raw: u16_at(7),
-        };
+        let rsoc = data[OFF_RSOC_PERCENT];
+        let soc = soc_percent(rsoc);
+        if soc.is_none() {
+            omitted.push(Omitted::new(
+                "RSOC (%)",
+                rsoc,
+                format!("0..={SOC_MAX_PERCENT} %"),
+            ));
+        }
+        let date_raw = be16(data, OFF_DATE);
+        let production_date = ProductionDate::from_raw(date_raw);
+        if production_date.is_none() {
+            omitted.push(Omitted::new(
+                "production date",
+                date_raw,
+                format!(
+                    "month {:?} and day {:?}",
+                    ProductionDate::MONTHS,
+                    ProductionDate::DAYS
+                ),
+            ));
+        }
 
+        let v11 = Self::parse_v11(&data[ntc_end..], &mut omitted);
         let fet = data[OFF_FET];
         Ok(BasicInfo {
             voltage_v: centi(f64::from(be16(data, OFF_VOLTAGE_10MV))),
@@ -502,18 +648,57 @@ impl BasicInfo {
             remaining_capacity_ah: centi(f64::from(be16(data, OFF_REMAINING_10MAH))),
             nominal_capacity_ah: centi(f64::from(be16(data, OFF_NOMINAL_10MAH))),
             cycles: be16(data, OFF_CYCLES),
-            production_date: ProductionDate::from_raw(be16(data, OFF_DATE)),
+            production_date,
             balancing: u32::from(be16(data, OFF_BALANCE_LOW))
                 | (u32::from(be16(data, OFF_BALANCE_HIGH)) << 16),
             protection: Protection(be16(data, OFF_PROTECTION)),
             software_version: data[OFF_VERSION],
-            soc_percent: data[OFF_RSOC_PERCENT],
+            soc_percent: soc,
             charge_fet_on: fet & FET_CHARGE_BIT != 0,
             discharge_fet_on: fet & FET_DISCHARGE_BIT != 0,
             cell_count: data[OFF_CELL_COUNT],
             temperatures_c,
             v11,
+            omitted,
         })
+    }
+
+    /// V11 trailer: humidity u8, alarm u16, full capacity u16, remaining u16, balance u16;
+    /// each read only when the length covers it, none when the tail is padding.
+    fn parse_v11(tail: &[u8], omitted: &mut Vec<Omitted>) -> V11Extras {
+        if is_padding(tail) {
+            omitted.push(Omitted::new(
+                "V11 fields after the NTCs",
+                tail[0],
+                format!("V11 data, not {} bytes of padding", tail.len()),
+            ));
+            return V11Extras::default();
+        }
+        let u16_at = |off: usize| (tail.len() >= off + 2).then(|| be16(tail, off));
+        let humidity = tail.first().copied();
+        let humidity_percent = humidity.and_then(humidity_percent);
+        if let (Some(raw), None) = (humidity, humidity_percent) {
+            omitted.push(Omitted::new(
+                "V11 humidity (%)",
+                raw,
+                format!("{HUMIDITY_MIN_PERCENT}..={HUMIDITY_MAX_PERCENT} %"),
+            ));
+        }
+        let full = u16_at(3);
+        if full == Some(0) {
+            omitted.push(Omitted::new(
+                "V11 full-charge capacity (10 mAh)",
+                0u16,
+                "more than 0 Ah",
+            ));
+        }
+        V11Extras {
+            humidity_percent,
+            alarm: u16_at(1),
+            full_charge_capacity_ah: full.filter(|&r| r > 0).map(|r| centi(f64::from(r))),
+            remaining_capacity_ah: u16_at(5).map(|r| centi(f64::from(r))),
+            balance_current_raw: u16_at(7),
+        }
     }
 
     /// "8.0" for 0x80: high nibble major, low nibble minor.
@@ -529,6 +714,36 @@ impl BasicInfo {
     pub fn power_w(&self) -> f64 {
         self.voltage_v * self.current_a
     }
+}
+
+/// A pack voltage farther than [`PACK_VS_CELLS_TOLERANCE_V`] from the sum of its cells.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PackMismatch {
+    pub pack_v: f64,
+    pub cells_sum_v: f64,
+}
+
+impl std::fmt::Display for PackMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "pack voltage {:.2} V (register 0x03) is {:.2} V from the sum of its cells, {:.3} V \
+             (register 0x04; more than {PACK_VS_CELLS_TOLERANCE_V} V): a cell or the pack voltage is misread",
+            self.pack_v,
+            (self.pack_v - self.cells_sum_v).abs(),
+            self.cells_sum_v
+        )
+    }
+}
+
+/// Checks the pack voltage against the sum of the cells (whatever their number: a cell
+/// missing from 0x04 is exactly what this catches).
+pub fn pack_vs_cells(info: &BasicInfo, cells: &CellVoltages) -> Option<PackMismatch> {
+    let cells_sum_v: f64 = cells.volts.iter().sum();
+    ((info.voltage_v - cells_sum_v).abs() > PACK_VS_CELLS_TOLERANCE_V).then_some(PackMismatch {
+        pack_v: info.voltage_v,
+        cells_sum_v,
+    })
 }
 
 /// Register 0x04: cell voltages.
@@ -584,6 +799,19 @@ pub struct JbdReading {
     pub cells: CellVoltages,
     /// Name from register 0x05, when the BMS has one.
     pub model: Option<String>,
+}
+
+impl JbdReading {
+    /// Values left out of the reading because the BMS cannot mean them.
+    pub fn omitted(&self) -> &[Omitted] {
+        &self.info.omitted
+    }
+
+    /// `Some` when the pack voltage disagrees with the sum of the cells: printed as read, but
+    /// worth a warning (a cell or the pack voltage is misread).
+    pub fn pack_mismatch(&self) -> Option<PackMismatch> {
+        pack_vs_cells(&self.info, &self.cells)
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@
 use thiserror::Error;
 use uuid::Uuid;
 
+use super::Omitted;
+
 /// Firmware 2.03 and older.
 pub const OLD_SERVICE_UUID: Uuid = Uuid::from_u128(0x7a95ce00_0ea8_1bcc_71a2_fc7539b81c9c);
 pub const OLD_RECORD_UUID: Uuid = Uuid::from_u128(0x7a95ce01_0ea8_1bcc_71a2_fc7539b81c9c);
@@ -53,8 +55,16 @@ mod new {
     pub const POWER_STATUS: usize = 47; // u8
     pub const SOC_PERCENT: usize = 48; // u8; 0xFF disabled, 0xFE unknown
     pub const RUNTIME_MIN: usize = 49; // u16; 0xFFFF disabled, 0xFFFE unknown
+    /// Highest state of charge, %.
     pub const SOC_MAX: u8 = 100;
+    /// SoC sentinels: fuel gauge disabled, value unknown (no SoC, nothing implausible).
+    pub const SOC_SENTINELS: [u8; 2] = [0xFF, 0xFE];
+    /// Longest time to go, minutes.
     pub const RUNTIME_MAX_MIN: u16 = 0xFFF0;
+    /// Runtime sentinels: disabled, unknown.
+    pub const RUNTIME_SENTINELS: [u16; 2] = [0xFFFF, 0xFFFE];
+    /// Highest power status: 0 off, 1 on, 2 LVD, 3 OCD, 4 HVD, 5 FGD, 6 NCH, 7 LTD, 8 HTD.
+    pub const POWER_STATUS_MAX: u8 = 8;
 }
 
 /// Which record layout a value was in.
@@ -88,8 +98,10 @@ pub struct PowermonReading {
     pub power_status: Option<u8>,
     /// New layout only: time to go, minutes, when known.
     pub runtime_min: Option<u16>,
-    /// New layout only: e.g. "2.31".
+    /// New layout only: e.g. "2.31"; `None` when the word is not BCD.
     pub firmware_version: Option<String>,
+    /// Values left out above because the monitor cannot mean them.
+    pub omitted: Vec<Omitted>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -138,8 +150,23 @@ fn milli(raw: i64) -> f64 {
     raw as f64 / 1000.0
 }
 
-fn bcd_digit_pair(b: u8) -> u8 {
-    (b >> 4) * 10 + (b & 0x0F)
+/// Largest BCD digit.
+const BCD_DIGIT_MAX: u8 = 9;
+
+/// Two BCD digits as a number 0..=99; `None` when a nibble is not a decimal digit.
+fn bcd_digit_pair(b: u8) -> Option<u8> {
+    let (hi, lo) = (b >> 4, b & 0x0F);
+    (hi <= BCD_DIGIT_MAX && lo <= BCD_DIGIT_MAX).then_some(hi * 10 + lo)
+}
+
+/// The firmware word as "major.minor" (0x0231 = "2.31"); `None` when it is not BCD.
+pub fn firmware_version(bcd: u16) -> Option<String> {
+    let [lo, hi] = bcd.to_le_bytes();
+    Some(format!(
+        "{}.{:02}",
+        bcd_digit_pair(hi)?,
+        bcd_digit_pair(lo)?
+    ))
 }
 
 impl PowermonReading {
@@ -170,14 +197,51 @@ impl PowermonReading {
             power_status: None,
             runtime_min: None,
             firmware_version: None,
+            omitted: Vec::new(),
         }
     }
 
     fn parse_new(b: &[u8]) -> Self {
+        let mut omitted = Vec::new();
         let soc = b[new::SOC_PERCENT];
+        let soc_percent = (soc <= new::SOC_MAX).then_some(soc);
+        if soc_percent.is_none() && !new::SOC_SENTINELS.contains(&soc) {
+            omitted.push(Omitted::new(
+                "state of charge (%)",
+                soc,
+                format!("0..={} % or a sentinel (0xFE, 0xFF)", new::SOC_MAX),
+            ));
+        }
         let runtime = u16_at(b, new::RUNTIME_MIN);
+        let runtime_min = (runtime <= new::RUNTIME_MAX_MIN).then_some(runtime);
+        if runtime_min.is_none() && !new::RUNTIME_SENTINELS.contains(&runtime) {
+            omitted.push(Omitted::new(
+                "runtime (min)",
+                runtime,
+                format!(
+                    "0..={} min or a sentinel (0xFFFE, 0xFFFF)",
+                    new::RUNTIME_MAX_MIN
+                ),
+            ));
+        }
+        let status = b[new::POWER_STATUS];
+        let power_status = (status <= new::POWER_STATUS_MAX).then_some(status);
+        if power_status.is_none() {
+            omitted.push(Omitted::new(
+                "power status",
+                status,
+                format!("0..={}", new::POWER_STATUS_MAX),
+            ));
+        }
         let fw = u16_at(b, new::FIRMWARE_BCD);
-        let [fw_lo, fw_hi] = fw.to_le_bytes();
+        let firmware = firmware_version(fw);
+        if firmware.is_none() {
+            omitted.push(Omitted::new(
+                "firmware version (BCD)",
+                fw,
+                "BCD digits 0-9 in every nibble, e.g. 0x0231 = 2.31",
+            ));
+        }
         PowermonReading {
             layout: Layout::New,
             voltage1_v: f32_at(b, new::VOLTAGE1_V),
@@ -187,16 +251,13 @@ impl PowermonReading {
             temperature_c: f32_at(b, new::TEMPERATURE_C),
             coulomb_meter_ah: milli(i64_at(b, new::CHARGE_MAH)),
             energy_meter_wh: milli(i64_at(b, new::ENERGY_MWH)),
-            soc_percent: (soc <= new::SOC_MAX).then_some(soc),
+            soc_percent,
             uptime_s: None,
             peak_current_a: None,
-            power_status: Some(b[new::POWER_STATUS]),
-            runtime_min: (runtime <= new::RUNTIME_MAX_MIN).then_some(runtime),
-            firmware_version: Some(format!(
-                "{}.{:02}",
-                bcd_digit_pair(fw_hi),
-                bcd_digit_pair(fw_lo)
-            )),
+            power_status,
+            runtime_min,
+            firmware_version: firmware,
+            omitted,
         }
     }
 

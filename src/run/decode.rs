@@ -1,5 +1,6 @@
 //! `blebatt decode`: captured bytes in, one line out, no radio. Bad input: one `E!` line on
-//! stderr, nothing on stdout, exit code 2.
+//! stderr, nothing on stdout, exit code 2. A value left out as implausible, or a pack voltage
+//! far from its cells, is a `W!` line each.
 
 use std::io::Write;
 
@@ -24,6 +25,13 @@ pub fn main(what: DecodeCommand) -> i32 {
     };
     match values {
         Ok(values) => {
+            // Asked to decode these bytes: say what was left out, and why.
+            for o in values.omitted() {
+                log::warn!("{o} (not printed)");
+            }
+            if let Some(m) = values.pack_mismatch() {
+                log::warn!("{m}");
+            }
             let reading = Reading {
                 device: DECODED_DEVICE.into(),
                 address: String::new(),

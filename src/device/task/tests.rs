@@ -10,6 +10,8 @@ use tokio::sync::Notify;
 use super::*;
 use crate::demo::PowermonSim;
 use crate::device::PollError;
+use crate::protocol::jbd::tests::{REAL_4S_CELLS, REAL_4S_INFO};
+use crate::protocol::{jbd, parse_hex, powermon};
 
 /// What the fake device does on one read.
 #[derive(Debug, Clone, Copy)]
@@ -20,6 +22,8 @@ enum Read {
     Garbage,
     /// Never answers.
     Hang,
+    /// A valid record with a power status of 200 and firmware word 0x0A3F (not BCD).
+    Implausible,
 }
 
 /// What the fake device does on one connect.
@@ -44,6 +48,8 @@ struct Script {
     read_steps: VecDeque<Read>,
     /// What `disconnect` reports.
     disconnect_confirms: bool,
+    /// Notifications not yet read (when the fake is a JBD).
+    notifications: VecDeque<Vec<u8>>,
 }
 
 #[derive(Clone)]
@@ -110,16 +116,31 @@ impl Link for Fake {
         s.disconnect_confirms
     }
 
-    async fn write(&mut self, _: &[u8]) -> Result<(), LinkError> {
-        unreachable!("the fake is a PowerMon")
+    /// As a JBD: answers 0x03 and 0x04 with patman15's 4S capture (its pack voltage, 15.60 V,
+    /// is 1.9 V from the sum of its cells) and refuses 0x05.
+    async fn write(&mut self, data: &[u8]) -> Result<(), LinkError> {
+        let reply = match jbd::parse_read_request(data).expect("a read request") {
+            3 => parse_hex(REAL_4S_INFO).unwrap(),
+            4 => parse_hex(REAL_4S_CELLS).unwrap(),
+            r => jbd::encode_reply(r, 0x80, &[]),
+        };
+        self.script().notifications.push_back(reply);
+        Ok(())
     }
 
     async fn notification(&mut self) -> Result<Vec<u8>, LinkError> {
-        unreachable!("the fake is a PowerMon")
+        let next = self.script().notifications.pop_front();
+        match next {
+            Some(n) => Ok(n),
+            None => std::future::pending().await,
+        }
     }
 
     fn drain(&mut self) -> usize {
-        0
+        let mut s = self.script();
+        let n = s.notifications.len();
+        s.notifications.clear();
+        n
     }
 
     async fn read(&mut self) -> Result<Vec<u8>, LinkError> {
@@ -138,6 +159,20 @@ impl Link for Fake {
             }
             .record(0.0)),
             Read::Garbage => Ok(vec![0; 7]),
+            Read::Implausible => {
+                let raw = PowermonSim {
+                    voltage_v: 13.3,
+                    current_a: -4.0,
+                }
+                .record(0.0);
+                let mut rec: [u8; powermon::NEW_RECORD_LEN] = powermon::decode_cobs_frame(&raw)
+                    .unwrap()
+                    .try_into()
+                    .unwrap();
+                rec[0..2].copy_from_slice(&0x0A3Fu16.to_le_bytes());
+                rec[47] = 200;
+                Ok(powermon::encode_cobs_frame(&rec))
+            }
             Read::Hang => std::future::pending().await,
         }
     }
@@ -385,4 +420,125 @@ fn hints_match_the_cause_not_the_text() {
         after: Duration::from_secs(10),
     });
     assert!(hint(DeviceKind::Jbd, &connect_timeout).contains("phone app"));
+}
+
+/// Records what this thread logs, so that a test sees its own task's lines (a paused-clock test
+/// runs the task on the test's thread) and no other test's.
+mod capture {
+    use std::cell::RefCell;
+
+    use log::{Level, Metadata, Record};
+
+    thread_local! {
+        static LINES: RefCell<Vec<(Level, String)>> = const { RefCell::new(Vec::new()) };
+    }
+
+    struct Capture;
+
+    impl log::Log for Capture {
+        fn enabled(&self, _: &Metadata) -> bool {
+            true
+        }
+
+        fn log(&self, record: &Record) {
+            LINES.with(|l| {
+                l.borrow_mut()
+                    .push((record.level(), record.args().to_string()))
+            });
+        }
+
+        fn flush(&self) {}
+    }
+
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+
+    /// Starts capturing on this thread (dropping what it logged so far).
+    pub fn start() {
+        INSTALL.call_once(|| {
+            log::set_logger(&Capture).expect("no other logger in the unit tests");
+            log::set_max_level(log::LevelFilter::Trace);
+        });
+        LINES.with(|l| l.borrow_mut().clear());
+    }
+
+    /// How many lines at `level` contain `needle`.
+    pub fn count(level: Level, needle: &str) -> usize {
+        LINES.with(|l| {
+            l.borrow()
+                .iter()
+                .filter(|(lv, m)| *lv == level && m.contains(needle))
+                .count()
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_omitted_field_is_logged_at_debug_once_per_connection() {
+    capture::start();
+    let fake = Fake::new();
+    fake.script().read_steps = [Read::Implausible; 5].into();
+    let h = spawn(spec(), fake.clone());
+    for _ in 0..3 {
+        let r = h.poll().await.unwrap();
+        let Values::Powermon(pm) = &r.values else {
+            panic!("a PowerMon reading")
+        };
+        assert_eq!(
+            (pm.power_status, pm.firmware_version.as_deref()),
+            (None, None)
+        );
+    }
+    let status = "pm (AA:BB:CC:DD:EE:03): power status omitted: raw 200";
+    let firmware = "pm (AA:BB:CC:DD:EE:03): firmware version (BCD) omitted: raw 2623 (0xA3F)";
+    assert_eq!(
+        capture::count(log::Level::Debug, status),
+        1,
+        "3 polls, 1 line"
+    );
+    assert_eq!(capture::count(log::Level::Debug, firmware), 1);
+    // A new connection says it again, once.
+    fake.drop_link();
+    until("reconnected", || fake.connects() == 2).await;
+    for _ in 0..2 {
+        h.poll().await.unwrap();
+    }
+    assert_eq!(capture::count(log::Level::Debug, status), 2);
+    assert_eq!(capture::count(log::Level::Debug, firmware), 2);
+    assert_eq!(capture::count(log::Level::Warn, "omitted"), 0, "debug only");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pack_voltage_far_from_its_cells_is_one_warning_per_connection() {
+    capture::start();
+    let fake = Fake::new();
+    let h = spawn(
+        DeviceSpec {
+            name: "house".into(),
+            kind: DeviceKind::Jbd,
+            ..spec()
+        },
+        fake.clone(),
+    );
+    let warning = "house (AA:BB:CC:DD:EE:03): pack voltage 15.60 V (register 0x03) is 1.90 V \
+                   from the sum of its cells, 13.704 V";
+    for _ in 0..3 {
+        let r = h.poll().await.unwrap();
+        let Values::Jbd(j) = &r.values else {
+            panic!("a JBD reading")
+        };
+        assert_eq!(j.info.voltage_v, 15.6, "printed as read");
+    }
+    assert_eq!(
+        capture::count(log::Level::Warn, warning),
+        1,
+        "3 polls, 1 warning"
+    );
+    fake.drop_link();
+    until("reconnected", || fake.connects() == 2).await;
+    h.poll().await.unwrap();
+    assert_eq!(
+        capture::count(log::Level::Warn, warning),
+        2,
+        "again after a reconnect"
+    );
 }

@@ -10,6 +10,7 @@
 //!   unsolicited stream that must be ignored.
 
 use super::*;
+use crate::protocol::Omitted;
 use proptest::prelude::*;
 
 pub(crate) const REAL_4S_INFO: &str = "dd 03 00 1d 06 18 fe e1 01 f2 01 f4 00 2a 2c 7c 00 00 00 00 00 00 80 64 03 04 03 0b 8b 0b 8a 0b 84 f8 84 77";
@@ -84,14 +85,18 @@ fn real_4s_basic_info() {
     approx(info.remaining_capacity_ah, 4.98);
     approx(info.nominal_capacity_ah, 5.00);
     assert_eq!(info.cycles, 42);
-    assert_eq!(info.production_date.to_string(), "2022-03-28");
+    assert_eq!(info.production_date.unwrap().to_string(), "2022-03-28");
     assert_eq!(info.balancing, 0);
     assert_eq!(info.protection, Protection(0));
     assert_eq!(info.software_version_string(), "8.0");
-    assert_eq!(info.soc_percent, 100);
+    assert_eq!(info.soc_percent, Some(100));
     assert!(info.charge_fet_on && info.discharge_fet_on);
     assert_eq!(info.cell_count, 4);
-    assert_eq!(info.temperatures_c, vec![22.4, 22.3, 21.7]);
+    assert_eq!(
+        info.temperatures_c,
+        vec![Some(22.4), Some(22.3), Some(21.7)]
+    );
+    assert_eq!(info.omitted, vec![]);
     assert_eq!(info.v11, V11Extras::default());
 }
 
@@ -113,11 +118,15 @@ fn real_16s_basic_info_and_cells() {
     approx(info.remaining_capacity_ah, 180.01);
     approx(info.nominal_capacity_ah, 200.0);
     assert_eq!(info.cycles, 1);
-    assert_eq!(info.production_date.to_string(), "2019-02-20");
+    assert_eq!(info.production_date.unwrap().to_string(), "2019-02-20");
     assert_eq!(info.software_version_string(), "2.0");
-    assert_eq!(info.soc_percent, 90);
+    assert_eq!(info.soc_percent, Some(90));
     assert_eq!(info.cell_count, 16);
-    assert_eq!(info.temperatures_c, vec![10.5, 13.8, 21.3, 18.2]);
+    assert_eq!(
+        info.temperatures_c,
+        vec![Some(10.5), Some(13.8), Some(21.3), Some(18.2)]
+    );
+    assert_eq!(info.omitted, vec![]);
 
     let cells = CellVoltages::parse(&frame(REAL_16S_CELLS)).unwrap();
     assert_eq!(cells.volts.len(), 16);
@@ -452,17 +461,168 @@ fn cell_counts_1_to_32_and_bad_lengths() {
 fn production_date_bits() {
     // 2022-03-28 = (22 << 9) | (3 << 5) | 28
     assert_eq!(
-        ProductionDate::from_raw((22 << 9) | (3 << 5) | 28).to_string(),
+        ProductionDate::from_raw((22 << 9) | (3 << 5) | 28)
+            .unwrap()
+            .to_string(),
         "2022-03-28"
     );
 }
 
-fn arb_frame() -> impl Strategy<Value = Vec<u8>> {
+#[test]
+fn a_truncated_frame_before_the_real_reply_does_not_block_it() {
+    // The first 20-byte notification of a 0x03 reply (which claims 36 bytes), then the reply
+    // to the next request: the 0x04 frame comes out as soon as its last byte is in.
+    let info = hex(REAL_4S_INFO);
+    let mut r = Reassembler::new();
+    assert!(r.push(&info[..20]).is_empty());
+    let out = r.push(&hex(REAL_4S_CELLS));
+    assert_eq!(
+        out,
+        vec![
+            Err(JbdError::CutShort {
+                register: 3,
+                have: 20,
+                need: 36
+            }),
+            Ok(frame(REAL_4S_CELLS))
+        ]
+    );
+    assert_eq!(r.pending(), 0);
+    assert_eq!(
+        out[0].as_ref().unwrap_err().to_string(),
+        "0x03 frame cut short: 20 of 36 bytes, then a valid frame started"
+    );
+}
+
+#[test]
+fn a_false_header_whose_length_swallows_the_real_frame_does_not_block_it() {
+    // DD 04 00 40: a plausible header claiming 64 data bytes (71 in all), then the real 15-byte
+    // reply and nothing more, in 20-byte notifications as a dongle sends them.
+    let mut bytes = vec![0xDD, 0x04, 0x00, 0x40];
+    bytes.extend(hex(REAL_4S_CELLS));
+    let mut r = Reassembler::new();
+    let mut out = Vec::new();
+    for c in bytes.chunks(20) {
+        out.extend(r.push(c));
+    }
+    assert_eq!(
+        out,
+        vec![
+            Err(JbdError::CutShort {
+                register: 4,
+                have: 4,
+                need: 71
+            }),
+            Ok(frame(REAL_4S_CELLS))
+        ]
+    );
+    assert_eq!(r.pending(), 0);
+}
+
+#[test]
+fn a_corrupt_frame_then_the_valid_one_in_one_buffer() {
+    let mut corrupt = hex(REAL_4S_CELLS);
+    corrupt[5] ^= 0x01;
+    let mut bytes = corrupt;
+    bytes.extend(hex(REAL_4S_CELLS));
+    let mut r = Reassembler::new();
+    let out = r.push(&bytes);
+    assert_eq!(
+        out,
+        vec![
+            Err(JbdError::BadChecksum {
+                register: 4,
+                expected: 0xFE3B,
+                actual: 0xFE3C
+            }),
+            Ok(frame(REAL_4S_CELLS))
+        ]
+    );
+}
+
+#[test]
+fn the_buffer_stays_bounded_by_one_frame() {
+    // A stream of false headers that each claim the maximum length and never complete.
+    let mut r = Reassembler::new();
+    for _ in 0..100 {
+        r.push(&[0xDD, 0x03, 0x00, MAX_DATA_LEN, 0x01, 0x02, 0x03]);
+        assert!(r.pending() < MAX_FRAME_LEN, "{}", r.pending());
+    }
+    // And the real frame behind all that still comes out.
+    assert!(
+        r.push(&hex(REAL_4S_CELLS))
+            .contains(&Ok(frame(REAL_4S_CELLS)))
+    );
+}
+
+pub(crate) fn arb_frame() -> impl Strategy<Value = Vec<u8>> {
     (
         prop::sample::select(vec![3u8, 4, 5]),
         prop::collection::vec(any::<u8>(), 0..=usize::from(MAX_DATA_LEN)),
     )
         .prop_map(|(reg, data)| encode_reply(reg, 0, &data))
+}
+
+/// Statuses a BMS sends, 0x00 most often.
+fn arb_status() -> impl Strategy<Value = u8> {
+    prop_oneof![3 => Just(0u8), 1 => 0x80u8..=0x83]
+}
+
+/// Bytes that LOOK like the start of a reply (0xDD, a register we ask for, a status a BMS
+/// sends, a length) but are no valid frame: cut short, with a bad checksum, with a bad end
+/// byte, or claiming more data than any register has.
+pub(crate) fn false_header() -> impl Strategy<Value = Vec<u8>> {
+    (
+        3u8..=5,
+        arb_status(),
+        prop::collection::vec(any::<u8>(), 0..=usize::from(MAX_DATA_LEN)),
+        0u8..4,
+        any::<prop::sample::Index>(),
+        1u8..=255,
+    )
+        .prop_map(|(reg, status, data, how, at, flip)| {
+            let mut f = encode_reply(reg, status, &data);
+            let n = f.len();
+            match how {
+                // Cut short: the header and some (not all) of the rest.
+                0 => f.truncate(4 + at.index(n - 4)),
+                // Bad checksum (either byte), right end byte.
+                1 => f[n - 3 + at.index(2)] ^= flip,
+                // Bad end byte.
+                2 => f[n - 1] = if flip == END { 0 } else { flip },
+                // A length beyond any register, then the rest.
+                _ => f[3] = MAX_DATA_LEN + 1 + flip % (u8::MAX - MAX_DATA_LEN),
+            }
+            f
+        })
+}
+
+/// A stream of random bytes, false headers and valid frames.
+pub(crate) fn arb_stream(pieces: usize) -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(
+        prop_oneof![
+            2 => prop::collection::vec(any::<u8>(), 0..24),
+            3 => false_header(),
+            1 => arb_frame(),
+        ],
+        0..=pieces,
+    )
+    .prop_map(|p| p.concat())
+}
+
+/// Where `needle` first occurs in `hay` at or after `from`.
+pub(crate) fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
+    (from..=hay.len().saturating_sub(needle.len()))
+        .find(|&i| hay[i..].starts_with(needle))
+        .filter(|_| hay.len() >= needle.len())
+}
+
+/// The one way a valid frame placed after `garbage` may legitimately not come out: a valid
+/// frame that starts in the garbage and runs into it (a false header that the frame's own
+/// bytes happen to complete, checksum and end byte included).
+pub(crate) fn straddles(garbage: &[u8], stream: &[u8], got: &Frame) -> bool {
+    let bytes = encode_reply(got.register, got.status, &got.data);
+    (0..garbage.len()).any(|i| stream[i..].starts_with(&bytes) && i + bytes.len() > garbage.len())
 }
 
 /// Splits `bytes` at the given cut points.
@@ -480,8 +640,10 @@ fn chunked(bytes: &[u8], mut cuts: Vec<usize>) -> Vec<Vec<u8>> {
 }
 
 proptest! {
+    #![proptest_config(crate::protocol::proptest_config())]
+
     #[test]
-    fn any_chunking_decodes_identically(f in arb_frame(), cuts in prop::collection::vec(0usize..110, 0..12)) {
+    fn fuzz_any_chunking_decodes_identically(f in arb_frame(), cuts in prop::collection::vec(0usize..110, 0..12)) {
         let whole = parse_frame(&f).unwrap();
         let mut r = Reassembler::new();
         let mut out = Vec::new();
@@ -492,23 +654,41 @@ proptest! {
         prop_assert_eq!(r.pending(), 0);
     }
 
+    /// Random bytes and false headers before a valid frame (and more after it): the frame
+    /// comes out, and no later than the chunk that carries its last byte.
     #[test]
-    fn garbage_before_a_frame_is_skipped(garbage in prop::collection::vec(any::<u8>(), 0..64), f in arb_frame()) {
+    fn fuzz_garbage_before_a_frame_is_skipped(
+        garbage in arb_stream(4),
+        f in arb_frame(),
+        after in arb_stream(2),
+        cuts in prop::collection::vec(0usize..400, 0..16),
+    ) {
         let want = parse_frame(&f).unwrap();
+        let mut stream = garbage.clone();
+        stream.extend(&f);
+        let frame_end = stream.len();
+        stream.extend(&after);
         let mut r = Reassembler::new();
-        let mut bytes = garbage;
-        bytes.extend(&f);
         let mut got = Vec::new();
-        for c in bytes.chunks(20) {
-            got.extend(r.push(c));
+        let mut pushed = 0;
+        for c in chunked(&stream, cuts) {
+            got.extend(r.push(&c));
+            pushed += c.len();
+            if pushed >= frame_end {
+                break;
+            }
+            prop_assert!(r.pending() < MAX_FRAME_LEN);
         }
-        // The real frame comes out; anything else garbage produced is an error, never a frame
-        // (unless the garbage itself held a valid frame, which we then also accept as real).
-        prop_assert!(got.iter().any(|x| x.as_ref() == Ok(&want)));
+        let frames: Vec<&Frame> = got.iter().filter_map(|x| x.as_ref().ok()).collect();
+        prop_assert!(
+            frames.contains(&&want) || frames.iter().any(|g| straddles(&garbage, &stream, g)),
+            "the frame did not come out by its last byte: {:?}",
+            got
+        );
     }
 
     #[test]
-    fn a_flipped_byte_never_yields_that_frame(f in arb_frame(), pos in any::<prop::sample::Index>(), flip in 1u8..=255) {
+    fn fuzz_a_flipped_byte_never_yields_that_frame(f in arb_frame(), pos in any::<prop::sample::Index>(), flip in 1u8..=255) {
         let mut bad = f.clone();
         let i = pos.index(bad.len());
         bad[i] ^= flip;
@@ -522,4 +702,137 @@ proptest! {
                 "corrupt input decoded to a different full frame: {frame:?}");
         }
     }
+}
+
+// Implausible values (issue 10, item 5). The real 0x03 reply of the 4S pack (`REAL_4S_INFO`)
+// with one field set to what a faulty pack sent, re-checksummed: the field is left out and
+// named, everything else still decodes.
+
+/// `REAL_4S_INFO`'s data after `patch`, as a 0x03 reply.
+fn real_4s_info_with(patch: impl FnOnce(&mut Vec<u8>)) -> BasicInfo {
+    let mut data = frame(REAL_4S_INFO).data;
+    patch(&mut data);
+    BasicInfo::parse(&parse_frame(&encode_reply(3, 0, &data)).unwrap()).unwrap()
+}
+
+fn set_ntc(data: &mut [u8], n: usize, raw: u16) {
+    let off = OFF_NTC_FIRST + 2 * (n - 1);
+    data[off..off + 2].copy_from_slice(&raw.to_be_bytes());
+}
+
+fn keys(info: &BasicInfo) -> Vec<(&'static str, Option<u8>)> {
+    info.omitted.iter().map(Omitted::key).collect()
+}
+
+#[test]
+fn an_ntc_raw_0_is_omitted_not_printed_as_minus_273_1() {
+    let info = real_4s_info_with(|d| set_ntc(d, 2, 0));
+    assert_eq!(info.temperatures_c, vec![Some(22.4), None, Some(21.7)]);
+    assert_eq!(keys(&info), vec![("NTC temperature (0.1 K)", Some(2))]);
+    assert_eq!(
+        info.omitted[0].to_string(),
+        "NTC temperature (0.1 K) 2 omitted: raw 0 (0x0), expected -40..=100 degC"
+    );
+    // The window's edges: -40.0 and 100.0 degC are kept, 0.1 K beyond is not.
+    for (raw, want) in [
+        (2331, Some(-40.0)),
+        (2330, None),
+        (3731, Some(100.0)),
+        (3732, None),
+        (u16::MAX, None),
+    ] {
+        let info = real_4s_info_with(|d| set_ntc(d, 1, raw));
+        assert_eq!(info.temperatures_c[0], want, "raw {raw}");
+        assert_eq!(info.omitted.len(), usize::from(want.is_none()), "raw {raw}");
+    }
+}
+
+#[test]
+fn soc_250_is_omitted() {
+    let info = real_4s_info_with(|d| d[OFF_RSOC_PERCENT] = 250);
+    assert_eq!(info.soc_percent, None);
+    assert_eq!(keys(&info), vec![("RSOC (%)", None)]);
+    assert_eq!(info.omitted[0].raw, 250);
+    assert_eq!(
+        real_4s_info_with(|d| d[OFF_RSOC_PERCENT] = 101).soc_percent,
+        None
+    );
+    assert_eq!(
+        real_4s_info_with(|d| d[OFF_RSOC_PERCENT] = 0).soc_percent,
+        Some(0)
+    );
+}
+
+#[test]
+fn production_date_2000_00_00_is_omitted() {
+    let info = real_4s_info_with(|d| d[OFF_DATE..OFF_DATE + 2].copy_from_slice(&[0, 0]));
+    assert_eq!(info.production_date, None);
+    assert_eq!(keys(&info), vec![("production date", None)]);
+    let date = |y: u16, m: u16, d: u16| ProductionDate::from_raw((y << 9) | (m << 5) | d);
+    assert_eq!(date(22, 0, 28), None, "month 0");
+    assert_eq!(date(22, 13, 28), None, "month 13");
+    assert_eq!(date(22, 3, 0), None, "day 0");
+    assert_eq!(date(22, 12, 31).unwrap().to_string(), "2022-12-31");
+    assert_eq!(date(22, 1, 1).unwrap().to_string(), "2022-01-01");
+}
+
+#[test]
+fn trailing_padding_is_not_read_as_v11_fields() {
+    // A reply whose length covers 9 zero bytes after the NTCs: not humidity=0, alarm=0.
+    for pad in [0x00, 0xFF] {
+        let info = real_4s_info_with(|d| d.extend([pad; 9]));
+        assert_eq!(info.v11, V11Extras::default(), "padding 0x{pad:02X}");
+        assert_eq!(keys(&info), vec![("V11 fields after the NTCs", None)]);
+    }
+    // One real V11 byte among zeros is not padding.
+    let info = real_4s_info_with(|d| d.extend([45, 0, 0, 0, 0]));
+    assert_eq!(info.v11.humidity_percent, Some(45));
+    assert_eq!(info.v11.alarm, Some(0));
+    assert_eq!(info.v11.full_charge_capacity_ah, None, "0 Ah is omitted");
+    assert_eq!(
+        keys(&info),
+        vec![("V11 full-charge capacity (10 mAh)", None)]
+    );
+}
+
+#[test]
+fn v11_humidity_outside_1_to_100_percent_is_omitted() {
+    // Alarm 2, full capacity 49.80 Ah: real V11 data, with humidity 0 or 101.
+    for (humidity, want) in [(0, None), (101, None), (1, Some(1)), (100, Some(100))] {
+        let info = real_4s_info_with(|d| d.extend([humidity, 0x00, 0x02, 0x13, 0x74]));
+        assert_eq!(info.v11.humidity_percent, want, "humidity {humidity}");
+        assert_eq!(info.v11.alarm, Some(2));
+        assert_eq!(info.v11.full_charge_capacity_ah, Some(49.8));
+        assert_eq!(info.omitted.len(), usize::from(want.is_none()));
+    }
+}
+
+#[test]
+fn pack_voltage_far_from_the_cell_sum_is_flagged() {
+    // patman15's 4S fixture: 0x03 says 15.60 V, its 0x04 cells sum to 13.704 V.
+    let reading = JbdReading {
+        info: BasicInfo::parse(&frame(REAL_4S_INFO)).unwrap(),
+        cells: CellVoltages::parse(&frame(REAL_4S_CELLS)).unwrap(),
+        model: None,
+    };
+    let m = reading.pack_mismatch().expect("1.9 V apart");
+    approx(m.pack_v, 15.6);
+    approx(m.cells_sum_v, 13.704);
+    assert!(m.to_string().contains("15.60 V"), "{m}");
+    // The 16S capture: 52.97 V and 52.983 V, 13 mV apart: consistent.
+    let consistent = JbdReading {
+        info: BasicInfo::parse(&frame(REAL_16S_INFO)).unwrap(),
+        cells: CellVoltages::parse(&frame(REAL_16S_CELLS)).unwrap(),
+        model: None,
+    };
+    assert_eq!(consistent.pack_mismatch(), None);
+    // The bound itself: exactly the tolerance apart is fine, beyond is not.
+    let cells = CellVoltages {
+        volts: vec![3.0; 4],
+    };
+    let mut info = consistent.info.clone();
+    info.voltage_v = 12.0 + PACK_VS_CELLS_TOLERANCE_V;
+    assert_eq!(pack_vs_cells(&info, &cells), None);
+    info.voltage_v = 12.0 - PACK_VS_CELLS_TOLERANCE_V - 0.01;
+    assert!(pack_vs_cells(&info, &cells).is_some());
 }

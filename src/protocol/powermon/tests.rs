@@ -179,3 +179,82 @@ fn errors() {
         Err(PowermonError::NonFinite { field: "voltage1" })
     );
 }
+
+// Implausible values (issue 10, item 5): the real 2.31 record (`REAL_NEW_A`) with one field set
+// to what a faulty unit sent, COBS-framed again. The field is left out and named.
+
+/// `REAL_NEW_A`'s decoded record after `patch`, framed and parsed.
+fn real_new_a_with(patch: impl FnOnce(&mut [u8; NEW_RECORD_LEN])) -> PowermonReading {
+    let mut rec: [u8; NEW_RECORD_LEN] = decode_cobs_frame(&hex(REAL_NEW_A))
+        .unwrap()
+        .try_into()
+        .unwrap();
+    patch(&mut rec);
+    PowermonReading::parse(&encode_cobs_frame(&rec)).unwrap()
+}
+
+fn keys(r: &PowermonReading) -> Vec<&'static str> {
+    r.omitted.iter().map(|o| o.field).collect()
+}
+
+#[test]
+fn real_records_omit_nothing() {
+    for raw in [REAL_OLD_A, REAL_OLD_B, REAL_NEW_A, REAL_NEW_B] {
+        assert_eq!(PowermonReading::parse(&hex(raw)).unwrap().omitted, vec![]);
+    }
+}
+
+#[test]
+fn firmware_word_0x0a3f_is_not_bcd_and_is_omitted_not_10_45() {
+    let r =
+        real_new_a_with(|b| b[new::FIRMWARE_BCD..][..2].copy_from_slice(&0x0A3Fu16.to_le_bytes()));
+    assert_eq!(r.firmware_version, None);
+    assert_eq!(keys(&r), vec!["firmware version (BCD)"]);
+    assert_eq!(r.omitted[0].raw, 0x0A3F);
+    // Each nibble on its own: 0x0A00 (major "10") and 0x020A (minor "10") are not BCD either.
+    assert_eq!(firmware_version(0x0A00), None);
+    assert_eq!(firmware_version(0x020A), None);
+    assert_eq!(firmware_version(0xA000), None);
+    assert_eq!(firmware_version(0x00A0), None);
+    assert_eq!(firmware_version(0x0999).as_deref(), Some("9.99"));
+    assert_eq!(firmware_version(0x9900).as_deref(), Some("99.00"));
+}
+
+#[test]
+fn power_status_200_is_omitted() {
+    let r = real_new_a_with(|b| b[new::POWER_STATUS] = 200);
+    assert_eq!(r.power_status, None);
+    assert_eq!(keys(&r), vec!["power status"]);
+    assert_eq!(r.omitted[0].raw, 200);
+    // 8 (HTD) is the last status there is.
+    assert_eq!(
+        real_new_a_with(|b| b[new::POWER_STATUS] = 8).power_status,
+        Some(8)
+    );
+    assert_eq!(
+        real_new_a_with(|b| b[new::POWER_STATUS] = 9).power_status,
+        None
+    );
+}
+
+#[test]
+fn soc_and_runtime_outside_range_are_named_but_sentinels_are_not() {
+    let r = real_new_a_with(|b| b[new::SOC_PERCENT] = 250);
+    assert_eq!(r.soc_percent, None);
+    assert_eq!(keys(&r), vec!["state of charge (%)"]);
+    for sentinel in new::SOC_SENTINELS {
+        let r = real_new_a_with(|b| b[new::SOC_PERCENT] = sentinel);
+        assert_eq!((r.soc_percent, r.omitted), (None, vec![]));
+    }
+    let runtime = |raw: u16| {
+        real_new_a_with(|b| b[new::RUNTIME_MIN..][..2].copy_from_slice(&raw.to_le_bytes()))
+    };
+    let r = runtime(0xFFF5);
+    assert_eq!(r.runtime_min, None);
+    assert_eq!(keys(&r), vec!["runtime (min)"]);
+    assert_eq!(runtime(new::RUNTIME_MAX_MIN).runtime_min, Some(0xFFF0));
+    for sentinel in new::RUNTIME_SENTINELS {
+        let r = runtime(sentinel);
+        assert_eq!((r.runtime_min, r.omitted), (None, vec![]));
+    }
+}

@@ -1,0 +1,204 @@
+//! JBD requests over a scripted fake BMS on a paused tokio clock: what the BMS sends (and what
+//! sits queued from before) is scripted per request; a silent BMS costs no wall time.
+
+use std::collections::{HashMap, VecDeque};
+
+use super::*;
+use crate::protocol::jbd::tests::{REAL_4S_CELLS, REAL_4S_INFO};
+use crate::protocol::parse_hex;
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+/// A 16S pack's 0x03 reply: here the stale answer to an earlier request.
+const STALE_16S_INFO: &str = "DD 03 00 1F 14 B1 FD 4C 46 51 4E 20 00 01 26 54 00 00 00 00 00 00 20 5A 03 10 04 0B 14 0B 35 0B 80 0B 61 FA 6C 77";
+
+fn hex(s: &str) -> Vec<u8> {
+    parse_hex(s).unwrap()
+}
+
+/// The reply as a dongle sends it: 20-byte notifications.
+fn notifications(frame: &[u8]) -> Vec<Vec<u8>> {
+    frame.chunks(20).map(<[u8]>::to_vec).collect()
+}
+
+/// `frame` with one data byte flipped: its checksum no longer verifies.
+fn corrupt(frame: &str) -> Vec<u8> {
+    let mut f = hex(frame);
+    f[5] ^= 0x01;
+    f
+}
+
+#[derive(Default)]
+struct FakeBms {
+    /// Notifications arrived and not yet read.
+    queue: VecDeque<Vec<u8>>,
+    /// Per register: what the BMS sends for each request of it, in turn (none left: silence).
+    replies: HashMap<u8, VecDeque<Vec<Vec<u8>>>>,
+    /// Registers asked, in order.
+    asked: Vec<u8>,
+}
+
+impl FakeBms {
+    fn answers(mut self, register: Register, notifications: Vec<Vec<u8>>) -> Self {
+        self.replies
+            .entry(register.code())
+            .or_default()
+            .push_back(notifications);
+        self
+    }
+}
+
+impl Link for FakeBms {
+    async fn connect(&mut self) -> Result<(), LinkError> {
+        Ok(())
+    }
+
+    async fn disconnect(&mut self) -> bool {
+        true
+    }
+
+    async fn write(&mut self, data: &[u8]) -> Result<(), LinkError> {
+        let register = jbd::parse_read_request(data).expect("only read requests are written");
+        self.asked.push(register);
+        if let Some(reply) = self
+            .replies
+            .get_mut(&register)
+            .and_then(VecDeque::pop_front)
+        {
+            self.queue.extend(reply);
+        }
+        Ok(())
+    }
+
+    async fn notification(&mut self) -> Result<Vec<u8>, LinkError> {
+        match self.queue.pop_front() {
+            Some(n) => Ok(n),
+            None => std::future::pending().await,
+        }
+    }
+
+    fn drain(&mut self) -> usize {
+        let n = self.queue.len();
+        self.queue.clear();
+        n
+    }
+
+    async fn read(&mut self) -> Result<Vec<u8>, LinkError> {
+        unreachable!("a JBD is never read")
+    }
+
+    async fn lost(&mut self) {
+        std::future::pending().await
+    }
+}
+
+fn named_bms() -> FakeBms {
+    FakeBms::default().answers(
+        Register::DeviceName,
+        notifications(&jbd::encode_reply(5, 0, b"SP04S034")),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn poll_asks_the_name_once_per_session_then_info_and_cells() {
+    let mut bms = named_bms();
+    for _ in 0..2 {
+        bms = bms
+            .answers(Register::BasicInfo, notifications(&hex(REAL_4S_INFO)))
+            .answers(Register::CellVoltages, notifications(&hex(REAL_4S_CELLS)));
+    }
+    let mut session = JbdSession::new();
+    for _ in 0..2 {
+        let (reading, _) = poll_jbd(&mut bms, &mut session, TIMEOUT).await.unwrap();
+        assert_eq!(reading.info.voltage_v, 15.6);
+        assert_eq!(reading.cells.volts, vec![3.43, 3.425, 3.432, 3.417]);
+        assert_eq!(reading.model.as_deref(), Some("SP04S034"));
+    }
+    assert_eq!(bms.asked, vec![5, 3, 4, 3, 4]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stale_reply_queued_before_the_request_is_not_taken_as_the_answer() {
+    // A 0x03 reply that came in after an earlier request gave up sits in the queue; the
+    // request must drop it and wait for the answer to itself.
+    let mut bms = named_bms()
+        .answers(Register::BasicInfo, notifications(&hex(REAL_4S_INFO)))
+        .answers(Register::CellVoltages, notifications(&hex(REAL_4S_CELLS)));
+    let mut session = JbdSession {
+        model: Some(None),
+        ..JbdSession::new()
+    };
+    bms.queue.extend(notifications(&hex(STALE_16S_INFO)));
+    let (reading, _) = poll_jbd(&mut bms, &mut session, TIMEOUT).await.unwrap();
+    assert_eq!(
+        reading.info.voltage_v, 15.6,
+        "the 4S answer, not the stale 16S one"
+    );
+    assert_eq!(reading.info.cell_count, 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_corrupt_asked_register_frame_then_the_valid_one_in_the_same_notification() {
+    let mut both = corrupt(REAL_4S_CELLS);
+    both.extend(hex(REAL_4S_CELLS));
+    let mut bms = FakeBms::default().answers(Register::CellVoltages, vec![both]);
+    let mut session = JbdSession::new();
+    let frame = request(&mut bms, &mut session, Register::CellVoltages, TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(frame, jbd::parse_frame(&hex(REAL_4S_CELLS)).unwrap());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_corrupt_asked_register_frame_then_the_valid_one_in_a_later_notification() {
+    let mut sent = notifications(&corrupt(REAL_4S_INFO));
+    sent.extend(notifications(&hex(REAL_4S_INFO)));
+    let mut bms = FakeBms::default().answers(Register::BasicInfo, sent);
+    let mut session = JbdSession::new();
+    let frame = request(&mut bms, &mut session, Register::BasicInfo, TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(frame, jbd::parse_frame(&hex(REAL_4S_INFO)).unwrap());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_truncated_frame_before_the_reply_costs_nothing() {
+    // The first notification of a 0x03 reply, cut off, then the 0x04 reply that was asked.
+    let mut sent = vec![hex(REAL_4S_INFO)[..20].to_vec()];
+    sent.extend(notifications(&hex(REAL_4S_CELLS)));
+    let mut bms = FakeBms::default().answers(Register::CellVoltages, sent);
+    let mut session = JbdSession::new();
+    let frame = request(&mut bms, &mut session, Register::CellVoltages, TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(frame.register, 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn only_corrupt_replies_are_no_reply_at_the_deadline() {
+    let mut bms =
+        FakeBms::default().answers(Register::BasicInfo, notifications(&corrupt(REAL_4S_INFO)));
+    let mut session = JbdSession::new();
+    let err = request(&mut bms, &mut session, Register::BasicInfo, TIMEOUT)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        PollError::NoReply {
+            register: 3,
+            after: TIMEOUT
+        }
+    );
+    assert!(err.is_timeout());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reply_to_another_register_is_skipped() {
+    let mut sent = notifications(&hex(REAL_4S_CELLS));
+    sent.extend(notifications(&hex(REAL_4S_INFO)));
+    let mut bms = FakeBms::default().answers(Register::BasicInfo, sent);
+    let mut session = JbdSession::new();
+    let frame = request(&mut bms, &mut session, Register::BasicInfo, TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(frame.register, 3);
+}
