@@ -69,13 +69,18 @@ async fn request<L: Link>(
     session.reassembler.reset();
     link.write(&jbd::read_request(register)).await?;
     let deadline = Instant::now() + timeout;
+    // The last broken frame seen: at the deadline, "checksum mismatch" says more than "no reply".
+    let mut broken: Option<JbdError> = None;
     loop {
         let chunk = match timeout_at(deadline, link.notification()).await {
             Ok(chunk) => chunk?,
             Err(_) => {
-                return Err(PollError::NoReply {
-                    register: register.code(),
-                    after: timeout,
+                return Err(match broken {
+                    Some(e) => PollError::Jbd(e),
+                    None => PollError::NoReply {
+                        register: register.code(),
+                        after: timeout,
+                    },
                 });
             }
         };
@@ -89,10 +94,13 @@ async fn request<L: Link>(
                 ),
                 // A broken frame, even one claiming our register, is skipped: the valid reply
                 // may follow it, in this chunk or a later one, until the deadline.
-                Err(e) => log::debug!(
-                    "skipped a broken frame while waiting for 0x{:02X}: {e}",
-                    register.code()
-                ),
+                Err(e) => {
+                    log::debug!(
+                        "skipped a broken frame while waiting for 0x{:02X}: {e}",
+                        register.code()
+                    );
+                    broken = Some(e);
+                }
             }
         }
     }

@@ -174,21 +174,23 @@ async fn a_truncated_frame_before_the_reply_costs_nothing() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn only_corrupt_replies_are_no_reply_at_the_deadline() {
+async fn only_corrupt_replies_fail_at_the_deadline_naming_the_fault() {
     let mut bms =
         FakeBms::default().answers(Register::BasicInfo, notifications(&corrupt(REAL_4S_INFO)));
     let mut session = JbdSession::new();
+    let start = tokio::time::Instant::now();
     let err = request(&mut bms, &mut session, Register::BasicInfo, TIMEOUT)
         .await
         .unwrap_err();
-    assert_eq!(
-        err,
-        PollError::NoReply {
-            register: 3,
-            after: TIMEOUT
-        }
+    // Waited for a valid reply until the deadline, then said what was wrong.
+    assert_eq!(start.elapsed(), TIMEOUT);
+    assert!(matches!(err, PollError::Jbd(_)), "{err:?}");
+    assert!(
+        err.to_string().contains("checksum mismatch in 0x03"),
+        "{err}"
     );
-    assert!(err.is_timeout());
+    // The BMS answers: this is not a miss that calls for a reconnect.
+    assert!(!err.is_timeout());
 }
 
 #[tokio::test(start_paused = true)]
