@@ -24,6 +24,8 @@ enum Read {
     Hang,
     /// A valid record with a power status of 200 and firmware word 0x0A3F (not BCD).
     Implausible,
+    /// The transport's read fails (the fake stays connected, and `lost` does not fire).
+    Fail(fn() -> LinkError),
 }
 
 /// What the fake device does on one connect.
@@ -174,6 +176,7 @@ impl Link for Fake {
                 Ok(powermon::encode_cobs_frame(&rec))
             }
             Read::Hang => std::future::pending().await,
+            Read::Fail(e) => Err(e()),
         }
     }
 
@@ -234,6 +237,39 @@ async fn two_missed_replies_in_a_row_reconnect() {
     let reading = h.poll().await.expect("reconnected and polled");
     assert_eq!(reading.device, "pm");
     assert_eq!(fake.connects(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_transport_error_in_a_poll_re_establishes_the_link_at_once() {
+    let fake = Fake::new();
+    fake.script().read_steps = [Read::Fail(other_error)].into();
+    let h = spawn(spec(), fake.clone());
+    assert!(h.poll().await.is_err());
+    assert_eq!(fake.disconnects(), 1, "a broken link is torn down");
+    let reading = h.poll().await.expect("reconnected and polled");
+    assert_eq!(reading.device, "pm");
+    assert_eq!(fake.connects(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_transport_timeout_is_a_miss_not_a_broken_link() {
+    let fake = Fake::new();
+    fake.script().read_steps = [Read::Fail(|| LinkError::Timeout {
+        what: "read",
+        after: Duration::from_secs(5),
+    })]
+    .into();
+    let h = spawn(spec(), fake.clone());
+    assert!(
+        h.poll()
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("timed out")
+    );
+    assert_eq!(fake.disconnects(), 0);
+    assert!(h.poll().await.is_ok());
+    assert_eq!(fake.connects(), 1);
 }
 
 #[tokio::test(start_paused = true)]
