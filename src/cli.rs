@@ -58,8 +58,8 @@ pub struct DeviceArgs {
     /// Use the built-in simulated devices instead of the radio.
     #[arg(long)]
     pub demo: bool,
-    /// Bound on each reply and each Bluetooth call (e.g. 5s, 800ms).
-    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    /// Bound on each reply and each Bluetooth call (e.g. 5s, 800ms; 100ms to 10m).
+    #[arg(long, value_parser = crate::config::parse_timeout_flag, value_name = "DURATION")]
     pub timeout: Option<Duration>,
 }
 
@@ -67,8 +67,8 @@ pub struct DeviceArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub devices: DeviceArgs,
-    /// Poll on this interval instead of on stdin lines (for signal = "none").
-    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    /// Poll on this interval instead of on stdin lines (for signal = "none"; up to 24h).
+    #[arg(long, value_parser = crate::config::parse_interval_flag, value_name = "DURATION")]
     pub interval: Option<Duration>,
 }
 

@@ -15,6 +15,80 @@ use crate::reading::DeviceKind;
 
 /// Default bound on each reply and BlueZ call.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Shortest `timeout`: a JBD reply spans several BLE connection intervals (7.5 ms to 4 s
+/// each); below this no reply can arrive and every poll would fail.
+pub const TIMEOUT_MIN: Duration = Duration::from_millis(100);
+/// Longest `timeout`: a longer one is a typo, and must not overflow a deadline.
+pub const TIMEOUT_MAX: Duration = Duration::from_secs(10 * 60);
+/// Longest `interval` (a longer one is a typo, and must not overflow a timer).
+pub const INTERVAL_MAX: Duration = Duration::from_secs(24 * 60 * 60);
+/// Largest configuration file read; a bigger one is not a blebatt configuration.
+pub const FILE_MAX_BYTES: u64 = 1 << 20;
+
+/// Checks a `timeout` (file key or `--timeout`); the error says the fix.
+pub fn check_timeout(t: Duration) -> Result<Duration, String> {
+    if t < TIMEOUT_MIN || t > TIMEOUT_MAX {
+        return Err(format!(
+            "timeout {} is out of range (fix: between {} and {}; the default is {})",
+            humantime::format_duration(t),
+            humantime::format_duration(TIMEOUT_MIN),
+            humantime::format_duration(TIMEOUT_MAX),
+            humantime::format_duration(DEFAULT_TIMEOUT),
+        ));
+    }
+    Ok(t)
+}
+
+/// Checks an `interval` (file key or `--interval`); the error says the fix.
+pub fn check_interval(i: Duration) -> Result<Duration, String> {
+    if i.is_zero() || i > INTERVAL_MAX {
+        return Err(format!(
+            "interval {} is out of range (fix: more than zero and at most {}, e.g. \"10s\"; or leave it out to poll on Telegraf's ticks)",
+            humantime::format_duration(i),
+            humantime::format_duration(INTERVAL_MAX),
+        ));
+    }
+    Ok(i)
+}
+
+/// clap value parser for `--timeout`.
+pub fn parse_timeout_flag(text: &str) -> Result<Duration, String> {
+    check_timeout(humantime::parse_duration(text).map_err(|e| e.to_string())?)
+}
+
+/// clap value parser for `--interval`.
+pub fn parse_interval_flag(text: &str) -> Result<Duration, String> {
+    check_interval(humantime::parse_duration(text).map_err(|e| e.to_string())?)
+}
+
+/// Checks a device name (it becomes the `device` tag of every line). Returns it trimmed.
+pub fn check_name(name: &str) -> Result<&str, String> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(
+            "device name is empty (fix: give each device a short name, e.g. name = \"house\")"
+                .into(),
+        );
+    }
+    if name.chars().any(char::is_control) {
+        // A newline would end the line-protocol line inside the tag: a phantom measurement.
+        return Err(format!(
+            "device name {name:?} contains a control character such as a newline or tab (fix: letters, digits, spaces and punctuation only)"
+        ));
+    }
+    Ok(name)
+}
+
+/// Checks an adapter name: BlueZ calls its adapters hci0, hci1 ...
+pub fn check_adapter(name: &str) -> Result<(), String> {
+    let digits = name.strip_prefix("hci").unwrap_or("");
+    if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
+        return Err(format!(
+            "adapter {name:?} is not a BlueZ adapter name (fix: hci0, hci1 ...; `bluetoothctl list` shows them, or leave adapter out to use the first one)"
+        ));
+    }
+    Ok(())
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -85,10 +159,7 @@ pub fn parse_cli_device(
             "expected NAME=MAC, e.g. {flag} house=A4:C1:38:12:34:56"
         ))
     })?;
-    let name = name.trim();
-    if name.is_empty() {
-        return Err(err("the name before '=' is empty".into()));
-    }
+    let name = check_name(name).map_err(err)?;
     let address = normalize_mac(mac).ok_or_else(|| {
         err(format!(
             "{mac:?} is not a Bluetooth address; use six hex pairs like A4:C1:38:12:34:56 (`blebatt scan` lists them)"
@@ -104,12 +175,39 @@ pub fn parse_cli_device(
 }
 
 /// Reads and validates a TOML config file.
+/// Reads at most [`FILE_MAX_BYTES`] of it: a huge file is refused, never buffered whole.
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+    use std::io::Read;
+    let err = |message: String| ConfigError {
         location: path.display().to_string(),
-        message: format!("cannot read: {e}"),
-    })?;
+        message,
+    };
+    let file = std::fs::File::open(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    let mut bytes = Vec::new();
+    file.take(FILE_MAX_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| err(format!("cannot read: {e}")))?;
+    if bytes.len() as u64 > FILE_MAX_BYTES {
+        return Err(err(format!(
+            "larger than {} KiB: not a blebatt configuration (fix: check the path; telegraf.d/blebatt.example.toml is a few hundred bytes)",
+            FILE_MAX_BYTES / 1024
+        )));
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|_| err("not UTF-8 text (fix: save it as UTF-8 TOML)".into()))?;
     parse_str(&text, path)
+}
+
+/// For `config check`: the file alone must configure at least one device.
+pub fn check_file(path: &Path) -> Result<Config, ConfigError> {
+    let cfg = load_file(path)?;
+    if cfg.devices.is_empty() {
+        return Err(ConfigError {
+            location: path.display().to_string(),
+            message: "no devices (fix: add a [[device]] with name, kind and address; see telegraf.d/blebatt.example.toml)".into(),
+        });
+    }
+    Ok(cfg)
 }
 
 /// Parses and validates config text; `path` is only used in messages.
@@ -134,19 +232,53 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
             message: format!("{message}{fix}"),
         }
     })?;
-    let timeout = file.timeout.unwrap_or(DEFAULT_TIMEOUT);
+    // Spans of top-level keys are not kept by serde; they are found by their text.
+    let key_at = |key: &str| {
+        let line = text
+            .lines()
+            .position(|l| l.trim_start().starts_with(key))
+            .map(|i| format!(" line {}", i + 1))
+            .unwrap_or_default();
+        format!("{}{line}", path.display())
+    };
+    let timeout = match file.timeout {
+        Some(t) => check_timeout(t).map_err(|message| ConfigError {
+            location: key_at("timeout"),
+            message,
+        })?,
+        None => DEFAULT_TIMEOUT,
+    };
+    if let Some(i) = file.interval {
+        check_interval(i).map_err(|message| ConfigError {
+            location: key_at("interval"),
+            message,
+        })?;
+    }
     let mut devices: Vec<DeviceSpec> = Vec::new();
     for dev in &file.device {
         let d = dev.get_ref();
         let at = |span: std::ops::Range<usize>| {
             format!("{} line {}", path.display(), line_of(text, span.start))
         };
-        let name = d.name.get_ref().trim().to_string();
-        if name.is_empty() {
-            return Err(ConfigError {
+        let name = check_name(d.name.get_ref())
+            .map_err(|message| ConfigError {
                 location: at(d.name.span()),
-                message: "device name is empty (fix: give each device a short name, e.g. name = \"house\")".into(),
-            });
+                message,
+            })?
+            .to_string();
+        let device_at = at(dev.span());
+        let timeout = match d.timeout {
+            Some(t) => check_timeout(t).map_err(|message| ConfigError {
+                location: format!("{device_at} (device {name:?})"),
+                message,
+            })?,
+            None => timeout,
+        };
+        if let Some(a) = &d.adapter {
+            check_adapter(a).map_err(|message| ConfigError {
+                location: format!("{device_at} (device {name:?})"),
+                message,
+            })?;
         }
         if devices.iter().any(|x| x.name == name) {
             return Err(ConfigError {
@@ -176,14 +308,8 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
             name,
             kind: d.kind,
             address,
-            timeout: d.timeout.unwrap_or(timeout),
+            timeout,
             adapter: d.adapter.clone(),
-        });
-    }
-    if file.interval.is_some_and(|i| i.is_zero()) {
-        return Err(ConfigError {
-            location: path.display().to_string(),
-            message: "interval must be more than zero (fix: e.g. interval = \"10s\", or remove it to poll on Telegraf's ticks)".into(),
         });
     }
     Ok(Config {
@@ -211,6 +337,10 @@ pub fn resolve(src: &Sources) -> Result<Config, ConfigError> {
         },
     };
     if let Some(t) = src.timeout {
+        check_timeout(t).map_err(|message| ConfigError {
+            location: "--timeout".into(),
+            message,
+        })?;
         for d in &mut cfg.devices {
             d.timeout = t;
         }
@@ -328,6 +458,93 @@ adapter = "hci1"
         assert!(parse("timeout = \"soon\"\n").is_err());
         let e = parse("interval = \"0s\"\n").unwrap_err();
         assert!(e.message.contains("more than zero"), "{e}");
+        assert_eq!(e.location, "blebatt.toml line 1");
+    }
+
+    #[test]
+    fn a_name_with_a_newline_or_control_character_is_refused_with_its_line() {
+        for bad in ["house\\nbatt", "house\\rx", "tab\\there", "bell\\u0007"] {
+            let e =
+                parse(&GOOD.replace("name = \"house\"", &format!("name = \"{bad}\""))).unwrap_err();
+            assert_eq!(e.location, "blebatt.toml line 6", "{bad}");
+            assert!(e.message.contains("control character"), "{e}");
+        }
+        let e = parse_cli_device(DeviceKind::Jbd, "a\nb=A4:C1:38:00:00:01", DEFAULT_TIMEOUT)
+            .unwrap_err();
+        assert!(e.message.contains("control character"), "{e}");
+        // Spaces, commas and '=' are fine: line protocol escapes them.
+        let ok = parse(&GOOD.replace("name = \"house\"", "name = \"house, aft=1\"")).unwrap();
+        assert_eq!(ok.devices[0].name, "house, aft=1");
+    }
+
+    #[test]
+    fn timeouts_out_of_range_are_refused_naming_the_key() {
+        for bad in ["0s", "50ms", "11m", "100years"] {
+            let e = parse(&format!("timeout = \"{bad}\"\n")).unwrap_err();
+            assert_eq!(e.location, "blebatt.toml line 1", "{bad}");
+            assert!(
+                e.message.contains("timeout") && e.message.contains("fix"),
+                "{e}"
+            );
+            let e = parse(&GOOD.replace("timeout = \"8s\"", &format!("timeout = \"{bad}\"")))
+                .unwrap_err();
+            assert!(e.location.contains("(device \"solar\")"), "{e}");
+        }
+        assert_eq!(check_timeout(TIMEOUT_MIN), Ok(TIMEOUT_MIN));
+        assert_eq!(check_timeout(TIMEOUT_MAX), Ok(TIMEOUT_MAX));
+        assert!(parse_timeout_flag("0s").is_err());
+        assert!(parse_timeout_flag("soon").is_err());
+        assert_eq!(parse_timeout_flag("800ms"), Ok(Duration::from_millis(800)));
+        let src = Sources {
+            jbd: vec!["a=A4:C1:38:00:00:01".into()],
+            timeout: Some(Duration::ZERO),
+            ..Default::default()
+        };
+        assert_eq!(resolve(&src).unwrap_err().location, "--timeout");
+    }
+
+    #[test]
+    fn intervals_out_of_range_are_refused() {
+        assert!(parse("interval = \"25h\"\n").is_err());
+        assert_eq!(check_interval(INTERVAL_MAX), Ok(INTERVAL_MAX));
+        assert!(parse_interval_flag("0s").is_err());
+        assert!(parse_interval_flag("1000years").is_err());
+        assert_eq!(parse_interval_flag("10s"), Ok(Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn adapter_names_are_bluez_names() {
+        for good in ["hci0", "hci1", "hci12"] {
+            assert_eq!(check_adapter(good), Ok(()));
+        }
+        for bad in ["hci", "usb0", "hci0\n", "hcix", ""] {
+            assert!(check_adapter(bad).is_err(), "{bad:?}");
+        }
+        let e = parse(&GOOD.replace("adapter = \"hci1\"", "adapter = \"bt1\"")).unwrap_err();
+        assert!(e.message.contains("not a BlueZ adapter name"), "{e}");
+    }
+
+    #[test]
+    fn config_check_needs_a_device_and_a_small_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.toml");
+        std::fs::write(&empty, "interval = \"10s\"\n").unwrap();
+        let e = check_file(&empty).unwrap_err();
+        assert!(e.message.contains("no devices"), "{e}");
+        // Devices may come from flags: `run --config` accepts the file.
+        assert!(load_file(&empty).is_ok());
+
+        let huge = dir.path().join("huge.toml");
+        let mut text = GOOD.to_string();
+        while text.len() as u64 <= FILE_MAX_BYTES {
+            text.push_str("# padding padding padding padding padding padding padding\n");
+        }
+        std::fs::write(&huge, &text).unwrap();
+        let e = load_file(&huge).unwrap_err();
+        assert!(e.message.contains("larger than 1024 KiB"), "{e}");
+        // Exactly at the limit is still read.
+        std::fs::write(&huge, &text[..FILE_MAX_BYTES as usize]).unwrap();
+        assert!(load_file(&huge).is_ok());
     }
 
     #[test]

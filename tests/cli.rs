@@ -363,6 +363,130 @@ fn config_check() {
     );
 }
 
+/// Runs blebatt with no reachable Bluetooth (and stdin closed): an error that is not exit 2
+/// came from past the validation.
+fn run_offline(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env(
+            "DBUS_SYSTEM_BUS_ADDRESS",
+            "unix:path=/nonexistent/blebatt-test-bus",
+        )
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run blebatt");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+/// One validation for the file and the flags: `config check`, `once` and `run` refuse the same
+/// values, with exit 2, naming the key and the fix, before anything touches Bluetooth.
+#[test]
+fn bad_values_are_exit_2_from_check_once_and_run_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let device = |name: &str, extra: &str| {
+        format!(
+            "[[device]]\nname = \"{name}\"\nkind = \"jbd\"\naddress = \"A4:C1:38:12:34:56\"\n{extra}"
+        )
+    };
+    let cases = [
+        (
+            "newline-name",
+            device("house\\nfake,device=x v=1", ""),
+            "line 2",
+            "control character",
+        ),
+        (
+            "tab-name",
+            device("house\\tx", ""),
+            "line 2",
+            "control character",
+        ),
+        (
+            "zero-timeout",
+            format!("timeout = \"0s\"\n{}", device("house", "")),
+            "line 1",
+            "timeout 0s is out of range",
+        ),
+        (
+            "huge-timeout",
+            device("house", "timeout = \"1000years\"\n"),
+            "(device \"house\")",
+            "is out of range",
+        ),
+        (
+            "zero-interval",
+            format!("interval = \"0s\"\n{}", device("house", "")),
+            "line 1",
+            "interval 0s is out of range",
+        ),
+        (
+            "bad-adapter",
+            device("house", "adapter = \"bluetooth\"\n"),
+            "(device \"house\")",
+            "not a BlueZ adapter name",
+        ),
+        (
+            "huge-file",
+            "# x\n".repeat(300_000),
+            "huge-file.toml",
+            "larger than 1024 KiB",
+        ),
+    ];
+    for (name, text, location, message) in cases {
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let file = path.to_str().unwrap();
+        for args in [
+            vec!["config", "check", file],
+            vec!["once", "--config", file],
+            vec!["run", "--config", file],
+        ] {
+            let (code, out, err) = run_offline(&args);
+            assert_eq!(code, 2, "{args:?}: {err}");
+            assert!(out.is_empty(), "{args:?} printed {out:?}");
+            assert!(
+                err.contains(location) && err.contains(message),
+                "{args:?}: {err}"
+            );
+            assert!(err.contains("fix"), "{args:?}: {err}");
+            assert_log_prefixes(&err);
+        }
+    }
+    // A file without devices: `config check` says so; `run` without any device too.
+    let empty = dir.path().join("empty.toml");
+    std::fs::write(&empty, "interval = \"10s\"\n").unwrap();
+    let (code, _, err) = run_offline(&["config", "check", empty.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no devices"), "{err}");
+    let (code, _, err) = run_offline(&["run", "--config", empty.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no devices"), "{err}");
+}
+
+#[test]
+fn bad_flags_are_exit_2_naming_the_flag() {
+    for (args, flag) in [
+        (vec!["run", "--demo", "--interval", "0s"], "--interval"),
+        (
+            vec!["run", "--demo", "--interval", "1000years"],
+            "--interval",
+        ),
+        (vec!["once", "--demo", "--timeout", "0s"], "--timeout"),
+        (vec!["run", "--demo", "--timeout", "100years"], "--timeout"),
+        (vec!["once", "--jbd", "a\nb=A4:C1:38:12:34:56"], "--jbd"),
+    ] {
+        let (code, out, err) = run_offline(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(out.is_empty(), "{args:?} printed {out:?}");
+        assert!(err.contains(flag), "{args:?}: {err}");
+        assert_log_prefixes(&err);
+    }
+}
+
 #[test]
 fn run_with_bad_config_exits_2_at_start_naming_file_line_and_fix() {
     let dir = tempfile::tempdir().unwrap();

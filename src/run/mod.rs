@@ -40,7 +40,7 @@ pub fn main(cli: Cli) -> i32 {
         Command::Config {
             what: ConfigCommand::Check { file },
         } => {
-            return match config::load_file(&file) {
+            return match config::check_file(&file) {
                 Ok(cfg) => {
                     log::info!(
                         "{}: OK, {} device(s){}",
