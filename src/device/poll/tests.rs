@@ -35,6 +35,8 @@ struct FakeBms {
     replies: HashMap<u8, VecDeque<Vec<Vec<u8>>>>,
     /// Registers asked, in order.
     asked: Vec<u8>,
+    /// Per register: the transport fails the write of its request with this (once).
+    write_fails: HashMap<u8, LinkError>,
 }
 
 impl FakeBms {
@@ -59,6 +61,9 @@ impl Link for FakeBms {
     async fn write(&mut self, data: &[u8]) -> Result<(), LinkError> {
         let register = jbd::parse_read_request(data).expect("only read requests are written");
         self.asked.push(register);
+        if let Some(e) = self.write_fails.remove(&register) {
+            return Err(e);
+        }
         if let Some(reply) = self
             .replies
             .get_mut(&register)
@@ -89,6 +94,37 @@ impl Link for FakeBms {
     async fn lost(&mut self) {
         std::future::pending().await
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_transport_timeout_asking_the_name_does_not_cost_the_reading() {
+    let mut bms = FakeBms::default()
+        .answers(Register::BasicInfo, notifications(&hex(REAL_4S_INFO)))
+        .answers(Register::CellVoltages, notifications(&hex(REAL_4S_CELLS)));
+    bms.write_fails.insert(
+        5,
+        LinkError::Timeout {
+            what: "write",
+            after: TIMEOUT,
+        },
+    );
+    let mut session = JbdSession::new();
+    let (reading, _) = poll_jbd(&mut bms, &mut session, TIMEOUT).await.unwrap();
+    assert_eq!(reading.model, None);
+    assert_eq!(bms.asked, [5, 3, 4]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_broken_link_asking_the_name_ends_the_poll_at_once() {
+    let mut bms = FakeBms::default()
+        .answers(Register::BasicInfo, notifications(&hex(REAL_4S_INFO)))
+        .answers(Register::CellVoltages, notifications(&hex(REAL_4S_CELLS)));
+    bms.write_fails.insert(5, LinkError::Disconnected);
+    let mut session = JbdSession::new();
+    let err = poll_jbd(&mut bms, &mut session, TIMEOUT).await.unwrap_err();
+    assert_eq!(err, PollError::Link(LinkError::Disconnected));
+    assert!(err.is_link_fatal());
+    assert_eq!(bms.asked, [5], "nothing more is written to a dead link");
 }
 
 fn named_bms() -> FakeBms {
