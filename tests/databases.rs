@@ -5,8 +5,8 @@
 //! the databases return is compared with what blebatt printed: every field, its value and the
 //! type the database assigned.
 //!
-//! Runs only with `BLEBATT_DB_TESTS=1` (`.ci/run` sets it); otherwise each test prints
-//! "skipped" and passes. With the gate open a missing or failing server is a failure.
+//! Each test is `#[ignore]`d (it needs servers); `.ci/run` runs them with `--ignored`, and
+//! then a missing or failing server is a failure.
 //! Needs the Debian packages `influxdb` and `victoria-metrics` (servers are started here, on
 //! free loopback ports, with data in a temp dir).
 
@@ -68,10 +68,8 @@ fn same_influx_value(printed: &Val, stored: &Value) -> bool {
 }
 
 #[test]
+#[ignore = "needs the influxdb and victoria-metrics servers; run by .ci/run"]
 fn influxdb_stores_every_field_with_the_printed_value_and_type() {
-    if !db::enabled() {
-        return;
-    }
     let (body, lines) = demo();
     let influx = Influx::start();
     influx.write(&body);
@@ -160,10 +158,8 @@ fn influxdb_stores_every_field_with_the_printed_value_and_type() {
 }
 
 #[test]
+#[ignore = "needs the influxdb and victoria-metrics servers; run by .ci/run"]
 fn influxdb_round_trips_timestamps_to_the_nanosecond() {
-    if !db::enabled() {
-        return;
-    }
     let (body, lines) = demo();
     let influx = Influx::start();
     influx.write(&body);
@@ -216,10 +212,8 @@ fn influxdb_round_trips_timestamps_to_the_nanosecond() {
 }
 
 #[test]
+#[ignore = "needs the influxdb and victoria-metrics servers; run by .ci/run"]
 fn victoriametrics_stores_every_numeric_and_boolean_field() {
-    if !db::enabled() {
-        return;
-    }
     let (body, lines) = demo();
     let vm = Vm::start();
     vm.write(&body);

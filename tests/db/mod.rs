@@ -3,8 +3,9 @@
 //! temp dir, killed on drop; `blebatt run --demo` driven exactly as Telegraf's
 //! `inputs.execd` (signal = "STDIN") drives it; its output parsed as line protocol.
 //!
-//! Gate: these tests only run when `BLEBATT_DB_TESTS=1` (`.ci/run` sets it). Then a missing
-//! server binary or a server that does not come up is a FAILURE, never a skip.
+//! These tests are `#[ignore = "..."]` (they need servers) and `.ci/run` runs them with
+//! `--ignored`: a missing server binary or a server that does not come up is a FAILURE, never
+//! a skip.
 //! Server binaries: Debian packages `influxdb` (`/usr/bin/influxd`) and `victoria-metrics`
 //! (`/usr/bin/victoria-metrics`); override with `BLEBATT_INFLUXD` / `BLEBATT_VICTORIA_METRICS`.
 //! The servers' traps are handled (and explained) in `Vm::start` and `Vm::export_when`.
@@ -20,18 +21,6 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-
-pub const GATE_VAR: &str = "BLEBATT_DB_TESTS";
-
-/// True when the database tests should run; otherwise prints why they are skipped.
-pub fn enabled() -> bool {
-    if std::env::var(GATE_VAR).as_deref() == Ok("1") {
-        true
-    } else {
-        println!("skipped: set {GATE_VAR}=1 (.ci/run does)");
-        false
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // HTTP
@@ -84,7 +73,7 @@ fn find_binary(env_var: &str, name: &str, package: &str) -> PathBuf {
         }
     }
     panic!(
-        "{GATE_VAR}=1 but `{name}` was not found on PATH or in /usr/bin: install the Debian \
+        "`{name}` was not found on PATH or in /usr/bin: install the Debian \
          package `{package}` (apt-get install -y {package}) or set {env_var}"
     );
 }
