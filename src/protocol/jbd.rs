@@ -202,22 +202,6 @@ pub enum JbdError {
     NoFrame,
 }
 
-impl JbdError {
-    /// The register the broken frame claimed to answer, if it got that far.
-    pub fn register(&self) -> Option<u8> {
-        match *self {
-            JbdError::BadChecksum { register, .. }
-            | JbdError::BadEnd { register, .. }
-            | JbdError::Oversize { register, .. }
-            | JbdError::Status { register, .. }
-            | JbdError::Truncated { register, .. }
-            | JbdError::CutShort { register, .. } => Some(register),
-            JbdError::WrongRegister { got, .. } => Some(got),
-            _ => None,
-        }
-    }
-}
-
 /// Reassembles notifications into frames by the length byte.
 ///
 /// Push chunks of any size as they arrive. Every 0xDD followed by a plausible status byte is a

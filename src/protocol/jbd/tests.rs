@@ -434,6 +434,10 @@ fn fet_bits_and_balance_words() {
     assert_eq!(info.balancing, 0x0002_8001);
     assert!(!info.charge_fet_on);
     assert!(info.discharge_fet_on);
+    data[20] = 0x01; // charge on, discharge off
+    let info = BasicInfo::parse(&parse_frame(&encode_reply(3, 0, &data)).unwrap()).unwrap();
+    assert!(info.charge_fet_on);
+    assert!(!info.discharge_fet_on);
 }
 
 #[test]
@@ -729,6 +733,13 @@ fn an_ntc_raw_0_is_omitted_not_printed_as_minus_273_1() {
     let info = real_4s_info_with(|d| set_ntc(d, 2, 0));
     assert_eq!(info.temperatures_c, vec![Some(22.4), None, Some(21.7)]);
     assert_eq!(keys(&info), vec![("NTC temperature (0.1 K)", Some(2))]);
+    // The reading, which the device task logs from, lists the same.
+    let reading = JbdReading {
+        info: info.clone(),
+        cells: CellVoltages::parse(&frame(REAL_4S_CELLS)).unwrap(),
+        model: None,
+    };
+    assert_eq!(reading.omitted(), info.omitted.as_slice());
     assert_eq!(
         info.omitted[0].to_string(),
         "NTC temperature (0.1 K) 2 omitted: raw 0 (0x0), expected -40..=100 degC"
@@ -835,4 +846,99 @@ fn pack_voltage_far_from_the_cell_sum_is_flagged() {
     assert_eq!(pack_vs_cells(&info, &cells), None);
     info.voltage_v = 12.0 - PACK_VS_CELLS_TOLERANCE_V - 0.01;
     assert!(pack_vs_cells(&info, &cells).is_some());
+}
+
+#[test]
+fn status_bytes_have_their_documented_meanings() {
+    assert_eq!(status_meaning(0x00), "ok");
+    assert_eq!(status_meaning(0x80), "unknown command");
+    assert_eq!(status_meaning(0x81), "not allowed");
+    assert_eq!(status_meaning(0x82), "checksum error in request");
+    assert_eq!(status_meaning(0x83), "password error");
+    assert_eq!(status_meaning(0x01), "undocumented status");
+    assert_eq!(status_meaning(0x84), "undocumented status");
+}
+
+#[test]
+fn a_0xdd_without_a_plausible_status_starts_no_frame() {
+    // 0x42 is no status a BMS sends: these four bytes are not a header, so nothing waits for
+    // the 0x10 data bytes they would claim and nothing is reported.
+    let mut r = Reassembler::new();
+    assert!(r.push(&[0xDD, 0x03, 0x42, 0x10]).is_empty());
+    assert_eq!(r.pending(), 0);
+    assert_eq!(r.push(&hex(REAL_4S_CELLS)), vec![Ok(frame(REAL_4S_CELLS))]);
+}
+
+#[test]
+fn an_oversize_header_is_reported_as_soon_as_its_four_bytes_are_in() {
+    let mut r = Reassembler::new();
+    assert_eq!(
+        r.push(&[0xDD, 0x03, 0x00, MAX_DATA_LEN + 1]),
+        vec![Err(JbdError::Oversize {
+            register: 3,
+            len: MAX_DATA_LEN + 1,
+            max: MAX_DATA_LEN
+        })]
+    );
+    assert_eq!(r.pending(), 0);
+}
+
+#[test]
+fn the_longest_frame_is_max_frame_len_bytes_and_one_more_data_byte_is_too_long() {
+    let data = vec![0x11; usize::from(MAX_DATA_LEN)];
+    let longest = encode_reply(0x04, 0x00, &data);
+    assert_eq!(longest.len(), MAX_FRAME_LEN);
+    assert_eq!(parse_frame(&longest).map(|f| f.data), Ok(data));
+    assert!(matches!(
+        parse_frame(&encode_reply(
+            0x04,
+            0x00,
+            &[0x11; MAX_DATA_LEN as usize + 1]
+        )),
+        Err(JbdError::Oversize { .. })
+    ));
+}
+
+#[test]
+fn reset_forgets_a_partial_frame() {
+    let info = hex(REAL_4S_INFO);
+    let mut r = Reassembler::new();
+    assert!(r.push(&info[..20]).is_empty());
+    assert_eq!(r.pending(), 20);
+    r.reset();
+    assert_eq!(r.pending(), 0);
+    // Nothing of the forgotten frame is reported when the next one arrives.
+    assert_eq!(r.push(&hex(REAL_4S_CELLS)), vec![Ok(frame(REAL_4S_CELLS))]);
+}
+
+#[test]
+fn a_cut_short_frame_after_leading_bytes_counts_only_its_own_bytes() {
+    let info = hex(REAL_4S_INFO);
+    // All in one notification, so that the cut frame does not start the buffer.
+    let mut bytes = vec![0x00, 0x77, 0x00];
+    bytes.extend(&info[..20]);
+    bytes.extend(hex(REAL_4S_CELLS));
+    assert_eq!(
+        Reassembler::new().push(&bytes),
+        vec![
+            Err(JbdError::CutShort {
+                register: 3,
+                have: 20,
+                need: 36
+            }),
+            Ok(frame(REAL_4S_CELLS))
+        ]
+    );
+}
+
+#[test]
+fn basic_info_with_no_ntc_and_nothing_after_is_complete() {
+    // 23 bytes: every fixed field, an NTC count of 0, and no trailer.
+    let info = real_4s_info_with(|d| {
+        d.truncate(23);
+        d[22] = 0;
+    });
+    assert!(info.temperatures_c.is_empty());
+    approx(info.voltage_v, 15.60);
+    assert_eq!(info.cell_count, 4);
 }

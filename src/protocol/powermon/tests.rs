@@ -51,6 +51,8 @@ fn real_old_record_discharging_has_negative_meters() {
     close(r.power_w, -4.476023);
     assert_eq!(r.energy_meter_wh, -242.167);
     assert_eq!(r.coulomb_meter_ah, -17.982);
+    // 8d 18 0b 00 at offset 40, little-endian.
+    assert_eq!(r.uptime_s, Some(727_181));
 }
 
 #[test]
