@@ -14,3 +14,6 @@ pub mod output;
 pub mod protocol;
 pub mod reading;
 pub mod run;
+
+#[cfg(test)]
+mod log_capture;

@@ -164,12 +164,42 @@ async fn a_stale_reply_queued_before_the_request_is_not_taken_as_the_answer() {
         ..JbdSession::new()
     };
     bms.queue.extend(notifications(&hex(STALE_16S_INFO)));
+    crate::log_capture::start();
     let (reading, _) = poll_jbd(&mut bms, &mut session, TIMEOUT).await.unwrap();
     assert_eq!(
         reading.info.voltage_v, 15.6,
         "the 4S answer, not the stale 16S one"
     );
     assert_eq!(reading.info.cell_count, 4);
+    // The drop is said once, with its count; the 0x04 request found nothing stale.
+    let stale = "dropped 2 stale notification(s) before 0x03";
+    assert_eq!(crate::log_capture::count(log::Level::Debug, stale), 1);
+    assert_eq!(crate::log_capture::count(log::Level::Debug, "stale"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cell_count_that_0x04_contradicts_is_a_debug_line_and_0x04_wins() {
+    let mut bms = FakeBms::default()
+        .answers(Register::BasicInfo, notifications(&hex(STALE_16S_INFO)))
+        .answers(Register::CellVoltages, notifications(&hex(REAL_4S_CELLS)))
+        .answers(Register::BasicInfo, notifications(&hex(REAL_4S_INFO)))
+        .answers(Register::CellVoltages, notifications(&hex(REAL_4S_CELLS)));
+    let mut session = JbdSession {
+        model: Some(None),
+        ..JbdSession::new()
+    };
+    let said = "0x03 says 16 cells, 0x04 carries 4";
+    crate::log_capture::start();
+    let (reading, _) = poll_jbd(&mut bms, &mut session, TIMEOUT).await.unwrap();
+    assert_eq!(reading.cells.volts.len(), 4);
+    assert_eq!(crate::log_capture::count(log::Level::Debug, said), 1);
+    // Counts that agree say nothing.
+    crate::log_capture::start();
+    poll_jbd(&mut bms, &mut session, TIMEOUT).await.unwrap();
+    assert_eq!(
+        crate::log_capture::count(log::Level::Debug, "0x04 carries"),
+        0
+    );
 }
 
 #[tokio::test(start_paused = true)]

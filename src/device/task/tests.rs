@@ -456,61 +456,12 @@ fn hints_match_the_cause_not_the_text() {
         after: Duration::from_secs(10),
     });
     assert!(hint(DeviceKind::Jbd, &connect_timeout).contains("phone app"));
-}
-
-/// Records what this thread logs, so that a test sees its own task's lines (a paused-clock test
-/// runs the task on the test's thread) and no other test's.
-mod capture {
-    use std::cell::RefCell;
-
-    use log::{Level, Metadata, Record};
-
-    thread_local! {
-        static LINES: RefCell<Vec<(Level, String)>> = const { RefCell::new(Vec::new()) };
-    }
-
-    struct Capture;
-
-    impl log::Log for Capture {
-        fn enabled(&self, _: &Metadata) -> bool {
-            true
-        }
-
-        fn log(&self, record: &Record) {
-            LINES.with(|l| {
-                l.borrow_mut()
-                    .push((record.level(), record.args().to_string()))
-            });
-        }
-
-        fn flush(&self) {}
-    }
-
-    static INSTALL: std::sync::Once = std::sync::Once::new();
-
-    /// Starts capturing on this thread (dropping what it logged so far).
-    pub fn start() {
-        INSTALL.call_once(|| {
-            log::set_logger(&Capture).expect("no other logger in the unit tests");
-            log::set_max_level(log::LevelFilter::Trace);
-        });
-        LINES.with(|l| l.borrow_mut().clear());
-    }
-
-    /// How many lines at `level` contain `needle`.
-    pub fn count(level: Level, needle: &str) -> usize {
-        LINES.with(|l| {
-            l.borrow()
-                .iter()
-                .filter(|(lv, m)| *lv == level && m.contains(needle))
-                .count()
-        })
-    }
+    assert_eq!(hint(DeviceKind::Powermon, &connect_timeout), "");
 }
 
 #[tokio::test(start_paused = true)]
 async fn an_omitted_field_is_logged_at_debug_once_per_connection() {
-    capture::start();
+    crate::log_capture::start();
     let fake = Fake::new();
     fake.script().read_steps = [Read::Implausible; 5].into();
     let h = spawn(spec(), fake.clone());
@@ -527,25 +478,29 @@ async fn an_omitted_field_is_logged_at_debug_once_per_connection() {
     let status = "pm (AA:BB:CC:DD:EE:03): power status omitted: raw 200";
     let firmware = "pm (AA:BB:CC:DD:EE:03): firmware version (BCD) omitted: raw 2623 (0xA3F)";
     assert_eq!(
-        capture::count(log::Level::Debug, status),
+        crate::log_capture::count(log::Level::Debug, status),
         1,
         "3 polls, 1 line"
     );
-    assert_eq!(capture::count(log::Level::Debug, firmware), 1);
+    assert_eq!(crate::log_capture::count(log::Level::Debug, firmware), 1);
     // A new connection says it again, once.
     fake.drop_link();
     until("reconnected", || fake.connects() == 2).await;
     for _ in 0..2 {
         h.poll().await.unwrap();
     }
-    assert_eq!(capture::count(log::Level::Debug, status), 2);
-    assert_eq!(capture::count(log::Level::Debug, firmware), 2);
-    assert_eq!(capture::count(log::Level::Warn, "omitted"), 0, "debug only");
+    assert_eq!(crate::log_capture::count(log::Level::Debug, status), 2);
+    assert_eq!(crate::log_capture::count(log::Level::Debug, firmware), 2);
+    assert_eq!(
+        crate::log_capture::count(log::Level::Warn, "omitted"),
+        0,
+        "debug only"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_pack_voltage_far_from_its_cells_is_one_warning_per_connection() {
-    capture::start();
+    crate::log_capture::start();
     let fake = Fake::new();
     let h = spawn(
         DeviceSpec {
@@ -565,7 +520,7 @@ async fn a_pack_voltage_far_from_its_cells_is_one_warning_per_connection() {
         assert_eq!(j.info.voltage_v, 15.6, "printed as read");
     }
     assert_eq!(
-        capture::count(log::Level::Warn, warning),
+        crate::log_capture::count(log::Level::Warn, warning),
         1,
         "3 polls, 1 warning"
     );
@@ -573,7 +528,7 @@ async fn a_pack_voltage_far_from_its_cells_is_one_warning_per_connection() {
     until("reconnected", || fake.connects() == 2).await;
     h.poll().await.unwrap();
     assert_eq!(
-        capture::count(log::Level::Warn, warning),
+        crate::log_capture::count(log::Level::Warn, warning),
         2,
         "again after a reconnect"
     );
