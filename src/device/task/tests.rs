@@ -533,3 +533,36 @@ async fn a_pack_voltage_far_from_its_cells_is_one_warning_per_connection() {
         "again after a reconnect"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_connect_failure_is_one_warning_per_change_not_one_per_attempt() {
+    crate::log_capture::start();
+    let fake = Fake::new();
+    fake.script().connect_steps = [
+        Connect::Fail(other_error()),
+        Connect::Fail(other_error()),
+        Connect::Fail(other_error()),
+        Connect::Fail(LinkError::NotFound),
+        Connect::Ok,
+        // After the drop below: the same error as the loss, then back.
+        Connect::Fail(LinkError::Disconnected),
+        Connect::Ok,
+    ]
+    .into();
+    let _h = spawn(spec(), fake.clone());
+    // Four backoff waits: at most 1.2 * (1 + 2 + 4 + 8) s on the paused clock.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    until("connected after four failures", || fake.script().connected).await;
+    let warned = || crate::log_capture::count(log::Level::Warn, "connect failed");
+    let again = || crate::log_capture::count(log::Level::Debug, "connect failed again");
+    assert_eq!(warned(), 2, "the first failure, then the new error");
+    assert_eq!(again(), 2, "the repeats of the first error");
+    fake.drop_link();
+    until("reconnected after the drop", || fake.connects() == 7).await;
+    assert_eq!(
+        warned(),
+        3,
+        "a failure right after a loss is a new episode, even with the loss's own error"
+    );
+    assert_eq!(again(), 2);
+}
