@@ -566,3 +566,24 @@ async fn a_connect_failure_is_one_warning_per_change_not_one_per_attempt() {
     );
     assert_eq!(again(), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_repeating_poll_failure_is_one_warning_and_recovery_is_said() {
+    crate::log_capture::start();
+    let fake = Fake::new();
+    fake.script().read_steps = [Read::Garbage, Read::Garbage, Read::Garbage].into();
+    let h = spawn(spec(), fake.clone());
+    for _ in 0..3 {
+        assert!(h.poll().await.is_err());
+    }
+    assert_eq!(
+        crate::log_capture::count(log::Level::Warn, "poll failed"),
+        1
+    );
+    assert!(h.poll().await.is_ok());
+    assert_eq!(
+        crate::log_capture::count(log::Level::Info, "polling again"),
+        1
+    );
+    assert_eq!(fake.connects(), 1, "a decode error is not a broken link");
+}
