@@ -492,6 +492,12 @@ adapter = "hci1"
         }
         assert_eq!(check_timeout(TIMEOUT_MIN), Ok(TIMEOUT_MIN));
         assert_eq!(check_timeout(TIMEOUT_MAX), Ok(TIMEOUT_MAX));
+        // The documented window, 100 ms ..= 10 min, to the millisecond.
+        let ms = Duration::from_millis;
+        assert!(check_timeout(ms(99)).is_err());
+        assert_eq!(check_timeout(ms(100)), Ok(ms(100)));
+        assert_eq!(check_timeout(ms(600_000)), Ok(ms(600_000)));
+        assert!(check_timeout(ms(600_001)).is_err());
         assert!(parse_timeout_flag("0s").is_err());
         assert!(parse_timeout_flag("soon").is_err());
         assert_eq!(parse_timeout_flag("800ms"), Ok(Duration::from_millis(800)));
@@ -507,6 +513,9 @@ adapter = "hci1"
     fn intervals_out_of_range_are_refused() {
         assert!(parse("interval = \"25h\"\n").is_err());
         assert_eq!(check_interval(INTERVAL_MAX), Ok(INTERVAL_MAX));
+        // The documented bound, 24 h, to the second.
+        assert!(parse("interval = \"24h\"\n").is_ok());
+        assert!(parse("interval = \"24h 1s\"\n").is_err());
         assert!(parse_interval_flag("0s").is_err());
         assert!(parse_interval_flag("1000years").is_err());
         assert_eq!(parse_interval_flag("10s"), Ok(Duration::from_secs(10)));
@@ -564,6 +573,22 @@ adapter = "hci1"
             jbd: vec!["a=A4:C1:38:00:00:01".into(), "a=A4:C1:38:00:00:02".into()],
             ..Default::default()
         };
-        assert!(resolve(&src).is_err());
+        assert!(resolve(&src).is_err(), "one name twice");
+        let src = Sources {
+            jbd: vec!["a=A4:C1:38:00:00:01".into()],
+            powermon: vec!["b=a4:c1:38:00:00:01".into()],
+            ..Default::default()
+        };
+        let e = resolve(&src).unwrap_err();
+        assert_eq!(
+            e.location, "--powermon b=a4:c1:38:00:00:01",
+            "one address twice"
+        );
+        let src = Sources {
+            jbd: vec!["a=A4:C1:38:00:00:01".into()],
+            powermon: vec!["b=A4:C1:38:00:00:02".into()],
+            ..Default::default()
+        };
+        assert_eq!(resolve(&src).unwrap().devices.len(), 2);
     }
 }
