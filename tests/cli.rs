@@ -382,6 +382,21 @@ fn run_offline(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// No Bluetooth to reach is a failure to retry (exit 1: Telegraf restarts the plugin), not a
+/// usage error (exit 2), and it says what to check.
+#[test]
+fn no_reachable_bluetooth_is_exit_1_with_a_hint() {
+    for cmd in ["once", "run"] {
+        let (code, out, err) = run_offline(&[cmd, "--jbd", "van=A4:C1:38:00:00:01"]);
+        assert_eq!(code, 1, "{cmd}: {err}");
+        assert_eq!(out, "", "{cmd}");
+        assert!(
+            err.starts_with("E! cannot reach Bluetooth") && err.contains("Hint: is bluetoothd"),
+            "{cmd}: {err}"
+        );
+    }
+}
+
 /// One validation for the file and the flags: `config check`, `once` and `run` refuse the same
 /// values, with exit 2, naming the key and the fix, before anything touches Bluetooth.
 #[test]
