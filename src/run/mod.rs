@@ -246,3 +246,17 @@ pub(crate) fn ignore_broken_pipe(e: std::io::Error) -> std::io::Result<()> {
 
 /// How long `run` waits for in-flight polls after a stop request before disconnecting.
 pub(crate) const STOP_GRACE: Duration = Duration::from_millis(300);
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Error, ErrorKind};
+
+    use super::ignore_broken_pipe;
+
+    #[test]
+    fn only_a_closed_stdout_is_a_normal_end() {
+        assert!(ignore_broken_pipe(Error::from(ErrorKind::BrokenPipe)).is_ok());
+        let full = ignore_broken_pipe(Error::from(ErrorKind::StorageFull)).unwrap_err();
+        assert_eq!(full.kind(), ErrorKind::StorageFull);
+    }
+}
