@@ -221,6 +221,19 @@ fn run_demo_answers_every_tick_and_exits_on_eof() {
     assert_log_prefixes(&err);
 }
 
+/// Telegraf's last tick and its stdin EOF can arrive together: the polls that tick started
+/// are let finish (within the stop grace), and their lines are printed before the exit.
+#[test]
+fn a_tick_followed_at_once_by_eof_still_prints_its_lines() {
+    let mut e = Execd::start(&["run", "--demo"]);
+    e.tick();
+    e.close_stdin();
+    let (code, _, lines, err) = e.finish(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(lines.len(), 3, "{lines:?}\n{err}");
+    check_demo_lines(&(lines.join("\n") + "\n"));
+}
+
 #[test]
 fn run_demo_exits_cleanly_on_sigterm() {
     let mut e = Execd::start(&["run", "--demo"]);

@@ -99,21 +99,27 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
                 continue;
             }
         };
-        match event {
-            Event::Tick => {
-                for (i, h) in handles.iter().enumerate() {
-                    if busy[i] {
-                        log::debug!(
-                            "{}: still busy with the previous tick; coalesced",
-                            h.spec.name
-                        );
-                        continue;
-                    }
-                    busy[i] = true;
-                    in_flight.push(async move { (i, h.poll().await) });
+        let (tick, stop_why) = match event {
+            Event::Tick => (true, None),
+            // A line read before the EOF (or the signal) still asks for its readings: the stdin
+            // reader queues its tick before it asks for the stop, so that tick is here now.
+            Event::Stop(why) => (ticks.try_recv().is_ok(), Some(why)),
+        };
+        if tick {
+            for (i, h) in handles.iter().enumerate() {
+                if busy[i] {
+                    log::debug!(
+                        "{}: still busy with the previous tick; coalesced",
+                        h.spec.name
+                    );
+                    continue;
                 }
+                busy[i] = true;
+                in_flight.push(async move { (i, h.poll().await) });
             }
-            Event::Stop(why) => break why,
+        }
+        if let Some(why) = stop_why {
+            break why;
         }
     };
     log::info!("{why}: stopping");
@@ -124,6 +130,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     tokio::pin!(grace);
     while !in_flight.is_empty() {
         tokio::select! {
+            // A reading that is ready is printed even when the grace has run out meanwhile.
+            biased;
             Some((_, result)) = in_flight.next() => {
                 match emit(&mut stdout, result) {
                     Ok(true) => {}
