@@ -735,3 +735,47 @@ pub async fn scan_command(seconds: u64) -> anyhow::Result<i32> {
     }
     Ok(crate::run::EXIT_OK)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::dbus_names::*;
+    use super::*;
+
+    #[test]
+    fn a_cause_is_read_from_the_error_name_and_the_reason_code_only() {
+        let cases = [
+            (
+                Some(ACCESS_DENIED),
+                "Rejected send message",
+                Cause::AccessDenied,
+            ),
+            (Some(SERVICE_UNKNOWN), "", Cause::BluezUnavailable),
+            (Some(NAME_HAS_NO_OWNER), "", Cause::BluezUnavailable),
+            (Some(NO_REPLY), "", Cause::BluezUnavailable),
+            (Some(DISCONNECTED), "", Cause::BluezUnavailable),
+            (
+                Some(BLUEZ_NOT_READY),
+                "Resource Not Ready",
+                Cause::AdapterNotReady,
+            ),
+            (Some(BLUEZ_IN_PROGRESS), "In Progress", Cause::InProgress),
+            (
+                Some(BLUEZ_FAILED),
+                LE_CONNECTION_ABORT_BY_LOCAL,
+                Cause::ConnectAborted,
+            ),
+            // Any other BlueZ "Failed" is not an aborted connect.
+            (Some(BLUEZ_FAILED), "Input/output error", Cause::Other),
+            // The reason code under another error name means nothing.
+            (
+                Some(NOT_CONNECTED),
+                LE_CONNECTION_ABORT_BY_LOCAL,
+                Cause::Other,
+            ),
+            (None, "Rejected send message", Cause::Other),
+        ];
+        for (name, message, want) in cases {
+            assert_eq!(cause_of(name, message), want, "{name:?} {message:?}");
+        }
+    }
+}
