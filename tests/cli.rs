@@ -312,6 +312,44 @@ fn a_huge_stdin_line_is_one_tick_and_is_not_buffered() {
     assert_eq!(code, Some(0), "{err}");
 }
 
+/// As a service (systemd/blebatt.service): `--interval` with /dev/null as stdin. Its EOF at
+/// once is not a stop: blebatt polls until SIGTERM.
+#[test]
+fn with_an_interval_a_dev_null_stdin_is_not_a_stop() {
+    let mut child = Command::new(BIN)
+        .args(["run", "--demo", "--interval", "200ms"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            if line.is_err() || tx.send(()).is_err() {
+                break;
+            }
+        }
+    });
+    // Three polls of the three demo devices; an early exit ends the stream short.
+    for n in 0..9 {
+        rx.recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("line {n}: {e} (did it stop at the EOF?)"));
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("I! SIGTERM: stopping"), "{err}");
+    assert!(!err.contains("stdin closed"), "{err}");
+}
+
 #[test]
 fn run_demo_interval_polls_on_its_own() {
     let e = Execd::start(&["run", "--demo", "--interval", "200ms"]);

@@ -76,11 +76,8 @@ impl Printer {
 
     /// Queues one or more complete lines; never blocks.
     pub fn print(&mut self, lines: Vec<u8>) -> Printed {
-        match self.state.load(Ordering::SeqCst) {
-            CLOSED => return Printed::Closed,
-            FAILED => return Printed::Failed,
-            _ => {}
-        }
+        // A writer that stopped (closed or failed stdout) has dropped the queue's receiver:
+        // the send below says so.
         let Some(queue) = &self.queue else {
             return Printed::Closed;
         };
@@ -156,6 +153,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_stuck_reader_costs_dropped_lines_never_a_blocked_caller() {
+        crate::log_capture::start();
         let (unstick, rx) = std::sync::mpsc::channel();
         let written = Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut p = Printer::spawn(Stuck(rx, written.clone()));
@@ -172,6 +170,13 @@ mod tests {
         }
         eventually(|| p.print(b"last\n".to_vec()) == Printed::Queued);
         assert_eq!(p.dropped, 0);
+        // One episode: its start at debug, its end at warning with the count, once each (the
+        // count may exceed `dropped`: `eventually` can print into a still full queue).
+        let count = crate::log_capture::count;
+        assert_eq!(count(log::Level::Debug, "stdout is not being read"), 1);
+        let warning = "stdout was not read (is Telegraf stuck?): ";
+        assert_eq!(count(log::Level::Warn, warning), 1);
+        assert_eq!(count(log::Level::Warn, " reading(s) dropped"), 1);
         p.finish().await;
         let out = String::from_utf8(written.lock().unwrap().clone()).unwrap();
         assert!(out.starts_with("0\n1\n"), "{out}");
@@ -187,6 +192,25 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    struct Full;
+
+    impl Write for Full {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::ErrorKind::StorageFull.into())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stdout_that_fails_otherwise_is_reported_as_failed() {
+        let mut p = Printer::spawn(Full);
+        p.print(b"a\n".to_vec());
+        eventually(|| p.print(b"b\n".to_vec()) == Printed::Failed);
+        p.finish().await;
     }
 
     #[tokio::test]
