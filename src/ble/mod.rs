@@ -178,25 +178,13 @@ impl Bluetooth {
                 .await
                 .unwrap_or_default();
             let name = info.split_whitespace().next().unwrap_or("").to_string();
-            let mut events =
-                bounded("subscribing to adapter events", bound, adapter.events()).await?;
-            let tx = disconnects.clone();
-            let failed = failure_tx.clone();
-            let adapter_name = name.clone();
-            tokio::spawn(async move {
-                // Without this stream no link drop is ever seen again: a silent zombie. Its
-                // end, or a panic in here, is a failure.
-                let _ended = OnDrop::new(move || {
-                    let _ = failed.send(Some(format!(
-                        "the event stream of adapter {adapter_name} ended (BlueZ or the D-Bus connection is gone)"
-                    )));
-                });
-                while let Some(ev) = events.next().await {
-                    if let CentralEvent::DeviceDisconnected(id) = ev {
-                        let _ = tx.send(LinkEvent::Disconnected(id));
-                    }
-                }
-            });
+            let events = bounded("subscribing to adapter events", bound, adapter.events()).await?;
+            tokio::spawn(forward_events(
+                events,
+                disconnects.clone(),
+                failure_tx.clone(),
+                name.clone(),
+            ));
             adapters.push((name, adapter));
         }
         Ok(Bluetooth {
@@ -279,6 +267,26 @@ impl Bluetooth {
             attempted: None,
             scan: None,
         })
+    }
+}
+
+/// Hands an adapter's link drops to the links. Without this stream no link drop is ever seen
+/// again (a silent zombie), so its end, or a panic in here, is a [`Failure`].
+async fn forward_events(
+    mut events: impl Stream<Item = CentralEvent> + Unpin + Send,
+    links: broadcast::Sender<LinkEvent>,
+    failed: Arc<FailureSender>,
+    adapter_name: String,
+) {
+    let _ended = OnDrop::new(move || {
+        let _ = failed.send(Some(format!(
+            "the event stream of adapter {adapter_name} ended (BlueZ or the D-Bus connection is gone)"
+        )));
+    });
+    while let Some(ev) = events.next().await {
+        if let CentralEvent::DeviceDisconnected(id) = ev {
+            let _ = links.send(LinkEvent::Disconnected(id));
+        }
     }
 }
 
@@ -777,5 +785,42 @@ mod tests {
         for (name, message, want) in cases {
             assert_eq!(cause_of(name, message), want, "{name:?} {message:?}");
         }
+    }
+
+    /// The forwarder over `events`, and the failure it reports.
+    async fn forwarder_failure(
+        events: impl Stream<Item = CentralEvent> + Unpin + Send + 'static,
+    ) -> String {
+        let (failed, mut failure) = Failure::channel();
+        let (links, _) = broadcast::channel(4);
+        let task = tokio::spawn(forward_events(
+            events,
+            links,
+            Arc::new(failed),
+            "hci0".into(),
+        ));
+        let _ = task.await;
+        tokio::time::timeout(Duration::from_secs(30), failure.wait())
+            .await
+            .expect("the forwarder's end was not reported")
+    }
+
+    #[tokio::test]
+    async fn an_adapter_event_stream_that_ends_is_a_failure() {
+        let reason = forwarder_failure(futures::stream::empty()).await;
+        assert!(
+            reason.contains("the event stream of adapter hci0 ended"),
+            "{reason}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_adapter_event_stream_that_panics_is_a_failure() {
+        // As bluez-async's own stream task does when its D-Bus connection breaks.
+        let panicking = futures::stream::poll_fn(|_| -> std::task::Poll<Option<CentralEvent>> {
+            panic!("Failed to send message")
+        });
+        let reason = forwarder_failure(panicking).await;
+        assert!(reason.contains("adapter hci0 ended"), "{reason}");
     }
 }
