@@ -142,6 +142,43 @@ mod tests {
         assert_eq!(req.wait().await, "stdin closed");
     }
 
+    /// A reader that gives these results in turn, then EOF.
+    struct Scripted(std::collections::VecDeque<std::io::Result<&'static [u8]>>);
+
+    impl Read for Scripted {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            match self.0.pop_front() {
+                None => Ok(0),
+                Some(Err(e)) => Err(e),
+                Some(Ok(bytes)) => {
+                    buf[..bytes.len()].copy_from_slice(bytes);
+                    Ok(bytes.len())
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_read_is_retried_and_another_error_is_a_stop() {
+        use std::io::{Error, ErrorKind};
+        // EINTR (a signal arrived during the read) is not the end of stdin: the line after it
+        // is still a tick.
+        let (stop, mut req) = channel();
+        let (tx, mut rx) = mpsc::channel(1);
+        let input = Scripted([Err(Error::from(ErrorKind::Interrupted)), Ok(&b"\n"[..])].into());
+        spawn_reader(input, Some(tx), stop);
+        assert_eq!(rx.recv().await, Some(()));
+        assert_eq!(req.wait().await, "stdin closed");
+        // Any other error is taken as a closed stdin, with what follows it never read.
+        let (stop, mut req) = channel();
+        let (tx, mut rx) = mpsc::channel(1);
+        let input = Scripted([Err(Error::from(ErrorKind::InvalidData)), Ok(&b"\n"[..])].into());
+        spawn_reader(input, Some(tx), stop);
+        let why = tokio::time::timeout(std::time::Duration::from_secs(30), req.wait()).await;
+        assert_eq!(why, Ok("stdin closed"));
+        assert_eq!(rx.recv().await, None, "no tick after the error");
+    }
+
     /// A reader that hands out a long line without a newline, then a newline, counting how
     /// much it was asked for at most in one read.
     struct LongLine {
