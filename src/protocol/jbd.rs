@@ -633,8 +633,13 @@ impl BasicInfo {
             nominal_capacity_ah: centi(f64::from(be16(data, OFF_NOMINAL_10MAH))),
             cycles: be16(data, OFF_CYCLES),
             production_date,
-            balancing: u32::from(be16(data, OFF_BALANCE_LOW))
-                | (u32::from(be16(data, OFF_BALANCE_HIGH)) << 16),
+            // Two big-endian words, cells 17..32 in the second: one u32, high word first.
+            balancing: u32::from_be_bytes([
+                data[OFF_BALANCE_HIGH],
+                data[OFF_BALANCE_HIGH + 1],
+                data[OFF_BALANCE_LOW],
+                data[OFF_BALANCE_LOW + 1],
+            ]),
             protection: Protection(be16(data, OFF_PROTECTION)),
             software_version: data[OFF_VERSION],
             soc_percent: soc,
