@@ -217,12 +217,12 @@ async fn once(args: DeviceArgs) -> anyhow::Result<i32> {
         }
     };
     let mut buf = Vec::new();
-    let mut failed = 0;
+    let mut all_answered = true;
     for r in &results {
         match r {
             Ok(reading) => output::write_line(&mut buf, reading),
             Err(e) => {
-                failed += 1;
+                all_answered = false;
                 log::error!("{e}");
             }
         }
@@ -232,7 +232,7 @@ async fn once(args: DeviceArgs) -> anyhow::Result<i32> {
     out.write_all(&buf)
         .and_then(|()| out.flush())
         .or_else(ignore_broken_pipe)?;
-    Ok(if failed == 0 { EXIT_OK } else { EXIT_FAILURE })
+    Ok(if all_answered { EXIT_OK } else { EXIT_FAILURE })
 }
 
 /// A closed stdout (e.g. `| head`) is a normal end, not an error.
