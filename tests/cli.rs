@@ -221,11 +221,16 @@ fn run_demo_answers_every_tick_and_exits_on_eof() {
     assert_log_prefixes(&err);
 }
 
-/// Telegraf's last tick and its stdin EOF can arrive together: the polls that tick started
-/// are let finish (within the stop grace), and their lines are printed before the exit.
+/// Telegraf's last tick and its stdin EOF can arrive together: the polls that tick asks for
+/// are started and let finish (within the stop grace), and their lines are printed.
 #[test]
 fn a_tick_followed_at_once_by_eof_still_prints_its_lines() {
     let mut e = Execd::start(&["run", "--demo"]);
+    // Past start-up (a stop during start-up ends it before any device is polled).
+    assert!(
+        e.wait_stderr("I! polling 3 device(s)", Duration::from_secs(60)),
+        "never started"
+    );
     e.tick();
     e.close_stdin();
     let (code, _, lines, err) = e.finish(Duration::from_secs(10));
