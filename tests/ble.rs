@@ -309,8 +309,8 @@ fn garbage_and_stale_replies_are_skipped() {
 fn bad_checksum_fails_that_poll_and_the_next_one_works() {
     let dev = jbd_4s(JBD_A);
     let rig = Rig::new(vec![dev]);
-    let mut e =
-        Execd::spawn(&mut rig.cmd(&["run", "--timeout", "1s", "--jbd", &format!("a={JBD_A}")]));
+    // The default 5 s per reply: a 1 s bound let a loaded machine miss the first reply.
+    let mut e = Execd::spawn(&mut rig.cmd(&["run", "--jbd", &format!("a={JBD_A}")]));
     e.tick();
     e.read_lines(1, Duration::from_secs(20));
     rig.mock
@@ -339,14 +339,16 @@ fn bad_checksum_fails_that_poll_and_the_next_one_works() {
 
 #[test]
 fn slow_device_times_out_without_delaying_the_other() {
+    // A 5 s bound per reply (a loaded machine must not make the fast one miss it) and a slow
+    // device far beyond it.
     let slow = jbd_4s(JBD_A).with_faults(Faults {
-        reply_delay: Duration::from_secs(4),
+        reply_delay: Duration::from_secs(30),
         ..Faults::default()
     });
     let rig = Rig::new(vec![slow, jbd_16s(JBD_B)]);
     let o = rig.once(&[
         "--timeout",
-        "1s",
+        "5s",
         "--jbd",
         &format!("slow={JBD_A}"),
         "--jbd",
@@ -364,7 +366,7 @@ fn slow_device_times_out_without_delaying_the_other() {
         "{}",
         o.stderr
     );
-    // Bounded by the timeout (0x05 and 0x03 each wait 1 s, as the error says), not by the 4 s
+    // Bounded by the timeout (0x05 and 0x03 each wait 5 s, as the error says), not by the 30 s
     // reply delay.
     eprintln!("once took {:?}", o.took);
 }
