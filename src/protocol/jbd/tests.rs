@@ -475,6 +475,19 @@ fn production_date_bits() {
     );
 }
 
+/// What the reassembler gives for the first 20 bytes of the real 4S 0x03 reply followed by the
+/// real 4S 0x04 reply.
+fn cut_0x03_then_4s_cells() -> Vec<Result<Frame, JbdError>> {
+    vec![
+        Err(JbdError::CutShort {
+            register: 3,
+            have: 20,
+            need: 36,
+        }),
+        Ok(frame(REAL_4S_CELLS)),
+    ]
+}
+
 #[test]
 fn a_truncated_frame_before_the_real_reply_does_not_block_it() {
     // The first 20-byte notification of a 0x03 reply (which claims 36 bytes), then the reply
@@ -483,17 +496,7 @@ fn a_truncated_frame_before_the_real_reply_does_not_block_it() {
     let mut r = Reassembler::new();
     assert!(r.push(&info[..20]).is_empty());
     let out = r.push(&hex(REAL_4S_CELLS));
-    assert_eq!(
-        out,
-        vec![
-            Err(JbdError::CutShort {
-                register: 3,
-                have: 20,
-                need: 36
-            }),
-            Ok(frame(REAL_4S_CELLS))
-        ]
-    );
+    assert_eq!(out, cut_0x03_then_4s_cells());
     assert_eq!(r.pending(), 0);
     assert_eq!(
         out[0].as_ref().unwrap_err().to_string(),
@@ -910,17 +913,7 @@ fn a_cut_short_frame_after_leading_bytes_counts_only_its_own_bytes() {
     let mut bytes = vec![0x00, 0x77, 0x00];
     bytes.extend(&info[..20]);
     bytes.extend(hex(REAL_4S_CELLS));
-    assert_eq!(
-        Reassembler::new().push(&bytes),
-        vec![
-            Err(JbdError::CutShort {
-                register: 3,
-                have: 20,
-                need: 36
-            }),
-            Ok(frame(REAL_4S_CELLS))
-        ]
-    );
+    assert_eq!(Reassembler::new().push(&bytes), cut_0x03_then_4s_cells());
 }
 
 #[test]
