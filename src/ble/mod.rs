@@ -698,8 +698,22 @@ pub fn classify(props: &PeripheralProperties) -> &'static str {
     }
 }
 
-/// `blebatt scan`: lists nearby devices and what kind each looks like.
-pub async fn scan_command(seconds: u64) -> anyhow::Result<i32> {
+/// One device seen by [`scan`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScanRow {
+    /// Upper-case `AA:BB:CC:DD:EE:FF`.
+    pub address: String,
+    /// Signal strength, dBm, when BlueZ has one.
+    pub rssi: Option<i16>,
+    /// What it looks like: see [`classify`].
+    pub kind: &'static str,
+    /// Its advertised name (empty when none).
+    pub name: String,
+}
+
+/// Scans for `seconds` (if BlueZ lets us; else lists what it already knows) and returns every
+/// device the first adapter knows, one row each, in no particular order.
+pub async fn scan(seconds: u64) -> anyhow::Result<Vec<ScanRow>> {
     let bt = Bluetooth::open().await?;
     let adapter = bt.adapter(None)?;
     let t = Duration::from_secs(10);
@@ -709,39 +723,21 @@ pub async fn scan_command(seconds: u64) -> anyhow::Result<i32> {
     }
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     scan.stop().await;
-    let mut rows: HashMap<BDAddr, (String, Option<i16>, &'static str)> = HashMap::new();
+    let mut rows: HashMap<BDAddr, ScanRow> = HashMap::new();
     for p in bounded("listing devices", t, adapter.peripherals()).await? {
         if let Ok(Some(props)) = bounded("reading properties", t, p.properties()).await {
             rows.insert(
                 p.address(),
-                (
-                    props.local_name.clone().unwrap_or_default(),
-                    props.rssi,
-                    classify(&props),
-                ),
+                ScanRow {
+                    address: p.address().to_string().to_uppercase(),
+                    rssi: props.rssi,
+                    kind: classify(&props),
+                    name: props.local_name.clone().unwrap_or_default(),
+                },
             );
         }
     }
-    let mut rows: Vec<_> = rows.into_iter().collect();
-    // Recognised kinds first, then strongest signal first.
-    rows.sort_by_key(|(_, (_, rssi, kind))| {
-        (
-            *kind == "unknown",
-            std::cmp::Reverse(rssi.unwrap_or(i16::MIN)),
-        )
-    });
-    println!("{:<17}  {:>4}  {:<8}  NAME", "ADDRESS", "RSSI", "KIND");
-    for (addr, (name, rssi, kind)) in rows {
-        let rssi = rssi.map(|r| r.to_string()).unwrap_or_else(|| "-".into());
-        println!(
-            "{:<17}  {:>4}  {:<8}  {}",
-            addr.to_string().to_uppercase(),
-            rssi,
-            kind,
-            name
-        );
-    }
-    Ok(crate::run::EXIT_OK)
+    Ok(rows.into_values().collect())
 }
 
 #[cfg(test)]

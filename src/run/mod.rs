@@ -60,7 +60,7 @@ pub fn main(cli: Cli) -> i32 {
         }
         Command::Once(args) => on_runtime(once(args)),
         Command::Run(args) => on_runtime(execd::run(args)),
-        Command::Scan(args) => on_runtime(crate::ble::scan_command(args.seconds)),
+        Command::Scan(args) => on_runtime(scan(args.seconds)),
     };
     match result {
         Ok(code) => code,
@@ -235,6 +235,39 @@ async fn once(args: DeviceArgs) -> anyhow::Result<i32> {
     Ok(if all_answered { EXIT_OK } else { EXIT_FAILURE })
 }
 
+/// `blebatt scan`: lists nearby devices and what kind each looks like.
+async fn scan(seconds: u64) -> anyhow::Result<i32> {
+    let mut rows = crate::ble::scan(seconds).await?;
+    let mut out = Vec::new();
+    write_scan_table(&mut out, &mut rows)?;
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(&out)
+        .and_then(|()| stdout.flush())
+        .or_else(ignore_broken_pipe)?;
+    Ok(EXIT_OK)
+}
+
+/// The `scan` table: recognised kinds first, then the strongest signal first.
+fn write_scan_table(out: &mut impl Write, rows: &mut [crate::ble::ScanRow]) -> std::io::Result<()> {
+    rows.sort_by_key(|r| {
+        (
+            r.kind == "unknown",
+            std::cmp::Reverse(r.rssi.unwrap_or(i16::MIN)),
+        )
+    });
+    writeln!(out, "{:<17}  {:>4}  {:<8}  NAME", "ADDRESS", "RSSI", "KIND")?;
+    for r in rows.iter() {
+        let rssi = r.rssi.map_or_else(|| "-".to_string(), |v| v.to_string());
+        writeln!(
+            out,
+            "{:<17}  {:>4}  {:<8}  {}",
+            r.address, rssi, r.kind, r.name
+        )?;
+    }
+    Ok(())
+}
+
 /// A closed stdout (e.g. `| head`) is a normal end, not an error.
 pub(crate) fn ignore_broken_pipe(e: std::io::Error) -> std::io::Result<()> {
     if e.kind() == std::io::ErrorKind::BrokenPipe {
@@ -252,6 +285,32 @@ mod tests {
     use std::io::{Error, ErrorKind};
 
     use super::ignore_broken_pipe;
+
+    #[test]
+    fn the_scan_table_lists_known_kinds_first_then_by_signal() {
+        let row = |address: &str, rssi, kind, name: &str| crate::ble::ScanRow {
+            address: address.into(),
+            rssi,
+            kind,
+            name: name.into(),
+        };
+        let mut rows = [
+            row("AA:00:00:00:00:01", Some(-40), "unknown", "tv"),
+            row("AA:00:00:00:00:02", None, "jbd", "SP04S034"),
+            row("AA:00:00:00:00:03", Some(-70), "powermon", "PowerMon"),
+            row("AA:00:00:00:00:04", Some(-55), "jbd", "xiaoxiang"),
+        ];
+        let mut out = Vec::new();
+        super::write_scan_table(&mut out, &mut rows).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "ADDRESS            RSSI  KIND      NAME\n\
+             AA:00:00:00:00:04   -55  jbd       xiaoxiang\n\
+             AA:00:00:00:00:03   -70  powermon  PowerMon\n\
+             AA:00:00:00:00:02     -  jbd       SP04S034\n\
+             AA:00:00:00:00:01   -40  unknown   tv\n"
+        );
+    }
 
     #[test]
     fn only_a_closed_stdout_is_a_normal_end() {
