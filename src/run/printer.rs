@@ -183,41 +183,33 @@ mod tests {
         assert!(out.ends_with("last\n"), "{out}");
     }
 
-    struct Gone;
+    /// A stdout whose every write fails with this error.
+    struct Failing(std::io::ErrorKind);
 
-    impl Write for Gone {
+    impl Write for Failing {
         fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
-            Err(std::io::ErrorKind::BrokenPipe.into())
+            Err(self.0.into())
         }
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
     }
 
-    struct Full;
-
-    impl Write for Full {
-        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
-            Err(std::io::ErrorKind::StorageFull.into())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
+    /// What the printer says, once its writer has met `error`.
+    async fn outcome_after(error: std::io::ErrorKind, want: Printed) {
+        let mut p = Printer::spawn(Failing(error));
+        p.print(b"a\n".to_vec());
+        eventually(|| p.print(b"b\n".to_vec()) == want);
+        p.finish().await;
     }
 
     #[tokio::test]
     async fn a_stdout_that_fails_otherwise_is_reported_as_failed() {
-        let mut p = Printer::spawn(Full);
-        p.print(b"a\n".to_vec());
-        eventually(|| p.print(b"b\n".to_vec()) == Printed::Failed);
-        p.finish().await;
+        outcome_after(std::io::ErrorKind::StorageFull, Printed::Failed).await;
     }
 
     #[tokio::test]
     async fn a_closed_stdout_is_reported_as_closed() {
-        let mut p = Printer::spawn(Gone);
-        p.print(b"a\n".to_vec());
-        eventually(|| p.print(b"b\n".to_vec()) == Printed::Closed);
-        p.finish().await;
+        outcome_after(std::io::ErrorKind::BrokenPipe, Printed::Closed).await;
     }
 }
