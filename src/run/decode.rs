@@ -2,8 +2,6 @@
 //! stderr, nothing on stdout, exit code 2. A value left out as implausible, or a pack voltage
 //! far from its cells, is a `W!` line each.
 
-use std::io::Write;
-
 use crate::cli::DecodeCommand;
 use crate::output;
 use crate::protocol::jbd::{
@@ -13,7 +11,7 @@ use crate::protocol::parse_hex;
 use crate::protocol::powermon::PowermonReading;
 use crate::reading::{Reading, Values, now_ns};
 
-use super::{EXIT_OK, EXIT_USAGE, ignore_broken_pipe};
+use super::{EXIT_OK, EXIT_USAGE, print_all};
 
 /// The `device` tag of decoded lines.
 const DECODED_DEVICE: &str = "decoded";
@@ -39,12 +37,7 @@ pub fn main(what: DecodeCommand) -> i32 {
                 values,
             };
             let line = output::line(&reading);
-            let mut out = std::io::stdout().lock();
-            match out
-                .write_all(line.as_bytes())
-                .and_then(|()| out.flush())
-                .or_else(ignore_broken_pipe)
-            {
+            match print_all(line.as_bytes()) {
                 Ok(()) => EXIT_OK,
                 Err(e) => {
                     log::error!("cannot write to stdout: {e}");

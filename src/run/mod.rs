@@ -228,10 +228,7 @@ async fn once(args: DeviceArgs) -> anyhow::Result<i32> {
         }
     }
     shutdown(handles).await;
-    let mut out = std::io::stdout().lock();
-    out.write_all(&buf)
-        .and_then(|()| out.flush())
-        .or_else(ignore_broken_pipe)?;
+    print_all(&buf)?;
     Ok(if all_answered { EXIT_OK } else { EXIT_FAILURE })
 }
 
@@ -240,11 +237,7 @@ async fn scan(seconds: u64) -> anyhow::Result<i32> {
     let mut rows = crate::ble::scan(seconds).await?;
     let mut out = Vec::new();
     write_scan_table(&mut out, &mut rows)?;
-    let mut stdout = std::io::stdout().lock();
-    stdout
-        .write_all(&out)
-        .and_then(|()| stdout.flush())
-        .or_else(ignore_broken_pipe)?;
+    print_all(&out)?;
     Ok(EXIT_OK)
 }
 
@@ -266,6 +259,15 @@ fn write_scan_table(out: &mut impl Write, rows: &mut [crate::ble::ScanRow]) -> s
         )?;
     }
     Ok(())
+}
+
+/// Writes `bytes` to stdout and flushes; a closed stdout is a normal end (see
+/// [`ignore_broken_pipe`]). For the commands that print once, at their end.
+pub(crate) fn print_all(bytes: &[u8]) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .or_else(ignore_broken_pipe)
 }
 
 /// A closed stdout (e.g. `| head`) is a normal end, not an error.
