@@ -4,6 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use super::*;
+use crate::log_capture as capture;
 use crate::protocol::jbd::tests::{REAL_4S_CELLS, REAL_4S_INFO};
 use crate::protocol::parse_hex;
 
@@ -164,7 +165,7 @@ async fn a_stale_reply_queued_before_the_request_is_not_taken_as_the_answer() {
         ..JbdSession::new()
     };
     bms.queue.extend(notifications(&hex(STALE_16S_INFO)));
-    crate::log_capture::start();
+    capture::start();
     let (reading, _) = poll_jbd(&mut bms, &mut session, TIMEOUT).await.unwrap();
     assert_eq!(
         reading.info.voltage_v, 15.6,
@@ -173,8 +174,8 @@ async fn a_stale_reply_queued_before_the_request_is_not_taken_as_the_answer() {
     assert_eq!(reading.info.cell_count, 4);
     // The drop is said once, with its count; the 0x04 request found nothing stale.
     let stale = "dropped 2 stale notification(s) before 0x03";
-    assert_eq!(crate::log_capture::count(log::Level::Debug, stale), 1);
-    assert_eq!(crate::log_capture::count(log::Level::Debug, "stale"), 1);
+    assert_eq!(capture::count(log::Level::Debug, stale), 1);
+    assert_eq!(capture::count(log::Level::Debug, "stale"), 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -189,17 +190,14 @@ async fn a_cell_count_that_0x04_contradicts_is_a_debug_line_and_0x04_wins() {
         ..JbdSession::new()
     };
     let said = "0x03 says 16 cells, 0x04 carries 4";
-    crate::log_capture::start();
+    capture::start();
     let (reading, _) = poll_jbd(&mut bms, &mut session, TIMEOUT).await.unwrap();
     assert_eq!(reading.cells.volts.len(), 4);
-    assert_eq!(crate::log_capture::count(log::Level::Debug, said), 1);
+    assert_eq!(capture::count(log::Level::Debug, said), 1);
     // Counts that agree say nothing.
-    crate::log_capture::start();
+    capture::start();
     poll_jbd(&mut bms, &mut session, TIMEOUT).await.unwrap();
-    assert_eq!(
-        crate::log_capture::count(log::Level::Debug, "0x04 carries"),
-        0
-    );
+    assert_eq!(capture::count(log::Level::Debug, "0x04 carries"), 0);
 }
 
 #[tokio::test(start_paused = true)]

@@ -10,6 +10,7 @@ use tokio::sync::Notify;
 use super::*;
 use crate::demo::PowermonSim;
 use crate::device::PollError;
+use crate::log_capture as capture;
 use crate::protocol::jbd::tests::{REAL_4S_CELLS, REAL_4S_INFO};
 use crate::protocol::{jbd, parse_hex, powermon};
 
@@ -461,7 +462,7 @@ fn hints_match_the_cause_not_the_text() {
 
 #[tokio::test(start_paused = true)]
 async fn an_omitted_field_is_logged_at_debug_once_per_connection() {
-    crate::log_capture::start();
+    capture::start();
     let fake = Fake::new();
     fake.script().read_steps = [Read::Implausible; 5].into();
     let h = spawn(spec(), fake.clone());
@@ -478,29 +479,25 @@ async fn an_omitted_field_is_logged_at_debug_once_per_connection() {
     let status = "pm (AA:BB:CC:DD:EE:03): power status omitted: raw 200";
     let firmware = "pm (AA:BB:CC:DD:EE:03): firmware version (BCD) omitted: raw 2623 (0xA3F)";
     assert_eq!(
-        crate::log_capture::count(log::Level::Debug, status),
+        capture::count(log::Level::Debug, status),
         1,
         "3 polls, 1 line"
     );
-    assert_eq!(crate::log_capture::count(log::Level::Debug, firmware), 1);
+    assert_eq!(capture::count(log::Level::Debug, firmware), 1);
     // A new connection says it again, once.
     fake.drop_link();
     until("reconnected", || fake.connects() == 2).await;
     for _ in 0..2 {
         h.poll().await.unwrap();
     }
-    assert_eq!(crate::log_capture::count(log::Level::Debug, status), 2);
-    assert_eq!(crate::log_capture::count(log::Level::Debug, firmware), 2);
-    assert_eq!(
-        crate::log_capture::count(log::Level::Warn, "omitted"),
-        0,
-        "debug only"
-    );
+    assert_eq!(capture::count(log::Level::Debug, status), 2);
+    assert_eq!(capture::count(log::Level::Debug, firmware), 2);
+    assert_eq!(capture::count(log::Level::Warn, "omitted"), 0, "debug only");
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_pack_voltage_far_from_its_cells_is_one_warning_per_connection() {
-    crate::log_capture::start();
+    capture::start();
     let fake = Fake::new();
     let h = spawn(
         DeviceSpec {
@@ -520,7 +517,7 @@ async fn a_pack_voltage_far_from_its_cells_is_one_warning_per_connection() {
         assert_eq!(j.info.voltage_v, 15.6, "printed as read");
     }
     assert_eq!(
-        crate::log_capture::count(log::Level::Warn, warning),
+        capture::count(log::Level::Warn, warning),
         1,
         "3 polls, 1 warning"
     );
@@ -528,7 +525,7 @@ async fn a_pack_voltage_far_from_its_cells_is_one_warning_per_connection() {
     until("reconnected", || fake.connects() == 2).await;
     h.poll().await.unwrap();
     assert_eq!(
-        crate::log_capture::count(log::Level::Warn, warning),
+        capture::count(log::Level::Warn, warning),
         2,
         "again after a reconnect"
     );
@@ -536,7 +533,7 @@ async fn a_pack_voltage_far_from_its_cells_is_one_warning_per_connection() {
 
 #[tokio::test(start_paused = true)]
 async fn a_connect_failure_is_one_warning_per_change_not_one_per_attempt() {
-    crate::log_capture::start();
+    capture::start();
     let fake = Fake::new();
     fake.script().connect_steps = [
         Connect::Fail(other_error()),
@@ -553,8 +550,8 @@ async fn a_connect_failure_is_one_warning_per_change_not_one_per_attempt() {
     // Four backoff waits: at most 1.2 * (1 + 2 + 4 + 8) s on the paused clock.
     tokio::time::sleep(Duration::from_secs(20)).await;
     until("connected after four failures", || fake.script().connected).await;
-    let warned = || crate::log_capture::count(log::Level::Warn, "connect failed");
-    let again = || crate::log_capture::count(log::Level::Debug, "connect failed again");
+    let warned = || capture::count(log::Level::Warn, "connect failed");
+    let again = || capture::count(log::Level::Debug, "connect failed again");
     assert_eq!(warned(), 2, "the first failure, then the new error");
     assert_eq!(again(), 2, "the repeats of the first error");
     fake.drop_link();
@@ -569,21 +566,15 @@ async fn a_connect_failure_is_one_warning_per_change_not_one_per_attempt() {
 
 #[tokio::test(start_paused = true)]
 async fn a_repeating_poll_failure_is_one_warning_and_recovery_is_said() {
-    crate::log_capture::start();
+    capture::start();
     let fake = Fake::new();
     fake.script().read_steps = [Read::Garbage, Read::Garbage, Read::Garbage].into();
     let h = spawn(spec(), fake.clone());
     for _ in 0..3 {
         assert!(h.poll().await.is_err());
     }
-    assert_eq!(
-        crate::log_capture::count(log::Level::Warn, "poll failed"),
-        1
-    );
+    assert_eq!(capture::count(log::Level::Warn, "poll failed"), 1);
     assert!(h.poll().await.is_ok());
-    assert_eq!(
-        crate::log_capture::count(log::Level::Info, "polling again"),
-        1
-    );
+    assert_eq!(capture::count(log::Level::Info, "polling again"), 1);
     assert_eq!(fake.connects(), 1, "a decode error is not a broken link");
 }
