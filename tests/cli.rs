@@ -343,11 +343,7 @@ fn with_an_interval_a_dev_null_stdin_is_not_a_stop() {
         rx.recv_timeout(Duration::from_secs(30))
             .unwrap_or_else(|e| panic!("line {n}: {e} (did it stop at the EOF?)"));
     }
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    sigterm(child.id());
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");

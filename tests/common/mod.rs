@@ -203,13 +203,18 @@ impl Execd {
 
     /// Sends SIGTERM, as Telegraf does 5 s after closing stdin.
     pub fn sigterm(&self) {
-        let pid = self.child.id().to_string();
-        let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(status.success(), "kill -TERM {pid} failed");
+        sigterm(self.child.id());
     }
 
     /// Closes stdin, as Telegraf does to stop the plugin.
     pub fn close_stdin(&mut self) {
         drop(self.child.stdin.take());
     }
+}
+
+/// Sends SIGTERM to a process, as Telegraf does to stop its plugin.
+pub fn sigterm(pid: u32) {
+    let pid = pid.to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success(), "kill -TERM {pid} failed");
 }
