@@ -4,14 +4,20 @@
 
 use std::hint::black_box;
 
+use std::sync::Arc;
+
+use blebatt::devices::jbd::demo::JbdSim;
+use blebatt::devices::jbd::protocol::{
+    self as jbd, BasicInfo, CellVoltages, JbdReading, Reassembler,
+};
+use blebatt::devices::powermon::demo::PowermonSim;
+use blebatt::devices::powermon::protocol::PowermonReading;
 use blebatt::output;
-use blebatt::protocol::jbd::{self, BasicInfo, CellVoltages, JbdReading, Reassembler};
-use blebatt::protocol::powermon::PowermonReading;
-use blebatt::reading::{Reading, Values};
+use blebatt::reading::Reading;
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn frames_16s() -> (Vec<u8>, Vec<u8>) {
-    let sim = blebatt::demo::JbdSim {
+    let sim = JbdSim {
         cells: 16,
         nominal_ah: 280.0,
         name: "BENCH",
@@ -46,7 +52,7 @@ fn bench(c: &mut Criterion) {
         device: "bench".into(),
         address: "AA:BB:CC:DD:EE:FF".into(),
         time_ns: 1_700_000_000_000_000_000,
-        values: Values::Jbd(JbdReading {
+        values: Arc::new(JbdReading {
             info: BasicInfo::parse(&jbd::parse_frame(&info).unwrap()).unwrap(),
             cells: CellVoltages::parse(&jbd::parse_frame(&cells).unwrap()).unwrap(),
             model: Some("BENCH".into()),
@@ -61,7 +67,7 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    let sim = blebatt::demo::PowermonSim {
+    let sim = PowermonSim {
         voltage_v: 13.3,
         current_a: -3.0,
     };

@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgMatches, Args, FromArgMatches, Parser, Subcommand};
+
+use crate::devices::{self, Kind};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -55,6 +57,8 @@ pub struct DeviceArgs {
     /// A Thornwave PowerMon to poll, NAME=MAC (repeatable).
     #[arg(long, value_name = "NAME=MAC")]
     pub powermon: Vec<String>,
+    #[arg(long, value_name = "KIND:NAME=MAC", help = device_flag_help())]
+    pub device: Vec<String>,
     /// Use the built-in simulated devices instead of the radio.
     #[arg(long)]
     pub demo: bool,
@@ -79,19 +83,67 @@ pub struct ScanArgs {
     pub seconds: u64,
 }
 
-#[derive(Debug, Subcommand)]
-pub enum DecodeCommand {
-    /// Notifications or whole frames of a JBD BMS (0x03, 0x04, optionally 0x05), in the order
-    /// received; prints one jbd_bms line.
-    Jbd {
-        #[arg(required = true, value_name = "HEX")]
-        hex: Vec<String>,
-    },
-    /// One PowerMon record (52 bytes, or 54 COBS-framed); prints one powermon line.
-    Powermon {
-        #[arg(value_name = "HEX")]
-        hex: String,
-    },
+/// The help of `--device`, naming every registered kind.
+fn device_flag_help() -> String {
+    format!(
+        "A device of any kind, KIND:NAME=MAC (repeatable); KIND is one of: {}",
+        devices::names().join(", ")
+    )
+}
+
+/// `blebatt decode <KIND> HEX...`: one subcommand per registered kind (see
+/// [`crate::devices::Decoder`]).
+#[derive(Debug)]
+pub struct DecodeCommand {
+    pub kind: &'static Kind,
+    pub hex: Vec<String>,
+}
+
+const HEX_ARG: &str = "hex";
+
+impl FromArgMatches for DecodeCommand {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let missing = || clap::Error::new(clap::error::ErrorKind::MissingSubcommand);
+        let (name, sub) = matches.subcommand().ok_or_else(missing)?;
+        let kind = devices::by_name(name)
+            .ok_or_else(|| clap::Error::new(clap::error::ErrorKind::InvalidSubcommand))?;
+        let hex = sub
+            .get_many::<String>(HEX_ARG)
+            .map(|v| v.cloned().collect())
+            .unwrap_or_default();
+        Ok(DecodeCommand { kind, hex })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl Subcommand for DecodeCommand {
+    fn augment_subcommands(cmd: clap::Command) -> clap::Command {
+        devices::KINDS.iter().fold(cmd, |cmd, kind| {
+            let hex = clap::Arg::new(HEX_ARG).value_name("HEX").required(true);
+            let hex = if kind.decode.many {
+                hex.action(clap::ArgAction::Append)
+            } else {
+                hex.action(clap::ArgAction::Set)
+            };
+            cmd.subcommand(
+                clap::Command::new(kind.name)
+                    .about(kind.decode.about)
+                    .arg(hex),
+            )
+        })
+    }
+
+    fn augment_subcommands_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_subcommands(cmd)
+    }
+
+    fn has_subcommand(name: &str) -> bool {
+        devices::by_name(name).is_some()
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,4 +1,5 @@
-//! Configuration: a TOML file and/or `--jbd NAME=MAC` / `--powermon NAME=MAC` flags, validated
+//! Configuration: a TOML file and/or `--device KIND:NAME=MAC` (or a kind's own flag, `--jbd
+//! NAME=MAC`, `--powermon NAME=MAC`) flags, validated
 //! into a list of [`DeviceSpec`]. Every error names the file, line and key, and says the fix.
 //!
 //! There is deliberately no option that writes to a device (MOSFET control, settings):
@@ -11,7 +12,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::device::DeviceSpec;
-use crate::reading::DeviceKind;
+use crate::devices::{self, Kind};
 
 /// Default bound on each reply and BlueZ call.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -105,12 +106,66 @@ struct FileConfig {
 #[serde(deny_unknown_fields)]
 struct FileDevice {
     name: Spanned<String>,
-    kind: DeviceKind,
+    kind: KindName,
     address: Spanned<String>,
     #[serde(default, with = "humantime_serde")]
     timeout: Option<Duration>,
     #[serde(default)]
     adapter: Option<String>,
+}
+
+/// A `kind = "..."` value: a name in the registry ([`devices::KINDS`]).
+#[derive(Debug, Clone, Copy)]
+struct KindName(&'static Kind);
+
+impl<'de> Deserialize<'de> for KindName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        devices::by_name(&name)
+            .map(KindName)
+            .ok_or_else(|| serde::de::Error::unknown_variant(&name, devices::names()))
+    }
+}
+
+/// "`jbd` or `powermon`": the kinds, as a fix names them.
+fn kinds_list() -> String {
+    let names: Vec<String> = devices::names().iter().map(|n| format!("{n:?}")).collect();
+    match names.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => names.join(""),
+    }
+}
+
+/// One device given on the command line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceFlag {
+    /// The kind's name as given (checked against the registry when parsed).
+    pub kind: String,
+    /// `NAME=MAC`.
+    pub name_mac: String,
+    /// The flag as typed, for messages (`--jbd van=...`, `--device jbd:van=...`).
+    pub shown: String,
+}
+
+impl DeviceFlag {
+    /// A kind's own flag: `--<kind> NAME=MAC`.
+    pub fn of_kind(kind: &str, name_mac: &str) -> Self {
+        DeviceFlag {
+            kind: kind.into(),
+            name_mac: name_mac.into(),
+            shown: format!("--{kind} {name_mac}"),
+        }
+    }
+
+    /// `--device KIND:NAME=MAC`.
+    pub fn generic(arg: &str) -> Self {
+        let (kind, name_mac) = arg.split_once(':').unwrap_or(("", arg));
+        DeviceFlag {
+            kind: kind.trim().into(),
+            name_mac: name_mac.into(),
+            shown: format!("--device {arg}"),
+        }
+    }
 }
 
 /// A configuration problem: where it is and how to fix it.
@@ -143,20 +198,23 @@ fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
-/// Parses `NAME=MAC` from the command line.
-pub fn parse_cli_device(
-    kind: DeviceKind,
-    arg: &str,
-    timeout: Duration,
-) -> Result<DeviceSpec, ConfigError> {
-    let flag = format!("--{kind}");
+/// Parses a device flag from the command line.
+pub fn parse_cli_device(flag: &DeviceFlag, timeout: Duration) -> Result<DeviceSpec, ConfigError> {
     let err = |message: String| ConfigError {
-        location: format!("{flag} {arg}"),
+        location: flag.shown.clone(),
         message,
     };
-    let (name, mac) = arg.split_once('=').ok_or_else(|| {
+    let kind = devices::by_name(&flag.kind).ok_or_else(|| {
         err(format!(
-            "expected NAME=MAC, e.g. {flag} house=A4:C1:38:12:34:56"
+            "expected KIND:NAME=MAC with KIND {}, e.g. --device {}:house=A4:C1:38:12:34:56",
+            kinds_list(),
+            devices::names()[0]
+        ))
+    })?;
+    let (name, mac) = flag.name_mac.split_once('=').ok_or_else(|| {
+        let example = flag.shown.strip_suffix(&flag.name_mac).unwrap_or("");
+        err(format!(
+            "expected NAME=MAC, e.g. {example}house=A4:C1:38:12:34:56"
         ))
     })?;
     let name = check_name(name).map_err(err)?;
@@ -218,12 +276,13 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
             None => path.display().to_string(),
         };
         let message = e.message().to_string();
+        let kind_fix = format!(" (fix: kind is {})", kinds_list());
         let fix = if message.contains("unknown field") {
             " (fix: remove or correct the key; the allowed keys are in telegraf.d/blebatt.example.toml; blebatt has no options that write to a device)"
         } else if message.contains("missing field") {
             " (fix: every [[device]] needs name, kind and address)"
         } else if message.contains("unknown variant") {
-            " (fix: kind is \"jbd\" or \"powermon\")"
+            &kind_fix
         } else {
             ""
         };
@@ -306,7 +365,7 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
         }
         devices.push(DeviceSpec {
             name,
-            kind: d.kind,
+            kind: d.kind.0,
             address,
             timeout,
             adapter: d.adapter.clone(),
@@ -322,8 +381,8 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
 #[derive(Debug, Clone, Default)]
 pub struct Sources {
     pub config: Option<PathBuf>,
-    pub jbd: Vec<String>,
-    pub powermon: Vec<String>,
+    /// Devices from the command line, in order.
+    pub devices: Vec<DeviceFlag>,
     pub timeout: Option<Duration>,
 }
 
@@ -346,20 +405,15 @@ pub fn resolve(src: &Sources) -> Result<Config, ConfigError> {
         }
     }
     let timeout = src.timeout.unwrap_or(DEFAULT_TIMEOUT);
-    let flags = src
-        .jbd
-        .iter()
-        .map(|a| (DeviceKind::Jbd, a))
-        .chain(src.powermon.iter().map(|a| (DeviceKind::Powermon, a)));
-    for (kind, arg) in flags {
-        let spec = parse_cli_device(kind, arg, timeout)?;
+    for flag in &src.devices {
+        let spec = parse_cli_device(flag, timeout)?;
         if cfg
             .devices
             .iter()
             .any(|d| d.name == spec.name || d.address == spec.address)
         {
             return Err(ConfigError {
-                location: format!("--{kind} {arg}"),
+                location: flag.shown.clone(),
                 message: "a device with this name or address is already configured (fix: one entry per device, unique names)".into(),
             });
         }
@@ -400,7 +454,7 @@ adapter = "hci1"
         assert_eq!(c.devices.len(), 2);
         assert_eq!(c.devices[0].address, "A4:C1:38:12:34:56");
         assert_eq!(c.devices[0].timeout, Duration::from_secs(4));
-        assert_eq!(c.devices[1].kind, DeviceKind::Powermon);
+        assert_eq!(c.devices[1].kind, &crate::devices::powermon::KIND);
         assert_eq!(c.devices[1].address, "C0:11:22:33:44:55");
         assert_eq!(c.devices[1].timeout, Duration::from_secs(8));
         assert_eq!(c.devices[1].adapter.as_deref(), Some("hci1"));
@@ -469,8 +523,11 @@ adapter = "hci1"
             assert_eq!(e.location, "blebatt.toml line 6", "{bad}");
             assert!(e.message.contains("control character"), "{e}");
         }
-        let e = parse_cli_device(DeviceKind::Jbd, "a\nb=A4:C1:38:00:00:01", DEFAULT_TIMEOUT)
-            .unwrap_err();
+        let e = parse_cli_device(
+            &DeviceFlag::of_kind("jbd", "a\nb=A4:C1:38:00:00:01"),
+            DEFAULT_TIMEOUT,
+        )
+        .unwrap_err();
         assert!(e.message.contains("control character"), "{e}");
         // Spaces, commas and '=' are fine: line protocol escapes them.
         let ok = parse(&GOOD.replace("name = \"house\"", "name = \"house, aft=1\"")).unwrap();
@@ -502,7 +559,7 @@ adapter = "hci1"
         assert!(parse_timeout_flag("soon").is_err());
         assert_eq!(parse_timeout_flag("800ms"), Ok(Duration::from_millis(800)));
         let src = Sources {
-            jbd: vec!["a=A4:C1:38:00:00:01".into()],
+            devices: vec![jbd("a=A4:C1:38:00:00:01")],
             timeout: Some(Duration::ZERO),
             ..Default::default()
         };
@@ -558,25 +615,40 @@ adapter = "hci1"
 
     #[test]
     fn cli_devices() {
-        let d =
-            parse_cli_device(DeviceKind::Jbd, "van=a4:c1:38:00:00:01", DEFAULT_TIMEOUT).unwrap();
+        let d = parse_cli_device(
+            &DeviceFlag::of_kind("jbd", "van=a4:c1:38:00:00:01"),
+            DEFAULT_TIMEOUT,
+        )
+        .unwrap();
         assert_eq!(
             (d.name.as_str(), d.address.as_str()),
             ("van", "A4:C1:38:00:00:01")
         );
-        assert!(parse_cli_device(DeviceKind::Jbd, "van", DEFAULT_TIMEOUT).is_err());
-        assert!(parse_cli_device(DeviceKind::Jbd, "=A4:C1:38:00:00:01", DEFAULT_TIMEOUT).is_err());
+        assert!(parse_cli_device(&DeviceFlag::of_kind("jbd", "van"), DEFAULT_TIMEOUT).is_err());
         assert!(
-            parse_cli_device(DeviceKind::Powermon, "x=zz:c1:38:00:00:01", DEFAULT_TIMEOUT).is_err()
+            parse_cli_device(
+                &DeviceFlag::of_kind("jbd", "=A4:C1:38:00:00:01"),
+                DEFAULT_TIMEOUT
+            )
+            .is_err()
+        );
+        assert!(
+            parse_cli_device(
+                &DeviceFlag::of_kind("powermon", "x=zz:c1:38:00:00:01"),
+                DEFAULT_TIMEOUT
+            )
+            .is_err()
         );
         let src = Sources {
-            jbd: vec!["a=A4:C1:38:00:00:01".into(), "a=A4:C1:38:00:00:02".into()],
+            devices: vec![jbd("a=A4:C1:38:00:00:01"), jbd("a=A4:C1:38:00:00:02")],
             ..Default::default()
         };
         assert!(resolve(&src).is_err(), "one name twice");
         let src = Sources {
-            jbd: vec!["a=A4:C1:38:00:00:01".into()],
-            powermon: vec!["b=a4:c1:38:00:00:01".into()],
+            devices: vec![
+                jbd("a=A4:C1:38:00:00:01"),
+                DeviceFlag::of_kind("powermon", "b=a4:c1:38:00:00:01"),
+            ],
             ..Default::default()
         };
         let e = resolve(&src).unwrap_err();
@@ -585,10 +657,49 @@ adapter = "hci1"
             "one address twice"
         );
         let src = Sources {
-            jbd: vec!["a=A4:C1:38:00:00:01".into()],
-            powermon: vec!["b=A4:C1:38:00:00:02".into()],
+            devices: vec![
+                jbd("a=A4:C1:38:00:00:01"),
+                DeviceFlag::generic("powermon:b=A4:C1:38:00:00:02"),
+            ],
             ..Default::default()
         };
-        assert_eq!(resolve(&src).unwrap().devices.len(), 2);
+        let devices = resolve(&src).unwrap().devices;
+        assert_eq!(
+            devices.iter().map(|d| d.kind.name).collect::<Vec<_>>(),
+            ["jbd", "powermon"]
+        );
+    }
+
+    fn jbd(name_mac: &str) -> DeviceFlag {
+        DeviceFlag::of_kind("jbd", name_mac)
+    }
+
+    #[test]
+    fn the_device_flag_takes_any_registered_kind_and_names_them_when_wrong() {
+        for kind in crate::devices::KINDS {
+            let flag = DeviceFlag::generic(&format!("{}:van=a4:c1:38:00:00:01", kind.name));
+            let d = parse_cli_device(&flag, DEFAULT_TIMEOUT).unwrap();
+            assert_eq!(
+                (d.kind, d.name.as_str(), d.address.as_str()),
+                (*kind, "van", "A4:C1:38:00:00:01")
+            );
+        }
+        for bad in [
+            "daly:van=A4:C1:38:00:00:01",
+            "van=A4:C1:38:00:00:01",
+            ":van=A4:C1:38:00:00:01",
+        ] {
+            let e = parse_cli_device(&DeviceFlag::generic(bad), DEFAULT_TIMEOUT).unwrap_err();
+            assert_eq!(e.location, format!("--device {bad}"));
+            assert!(e.message.contains("KIND \"jbd\" or \"powermon\""), "{e}");
+        }
+        let e = parse_cli_device(&DeviceFlag::generic("jbd:van"), DEFAULT_TIMEOUT).unwrap_err();
+        assert!(
+            e.message
+                .contains("expected NAME=MAC, e.g. --device jbd:house="),
+            "{e}"
+        );
+        let e = parse_cli_device(&jbd("van"), DEFAULT_TIMEOUT).unwrap_err();
+        assert!(e.message.contains("e.g. --jbd house="), "{e}");
     }
 }

@@ -23,12 +23,15 @@ use btleplug::api::{
 use btleplug::platform::{Adapter, Manager, Peripheral, PeripheralId};
 use futures::{FutureExt, Stream, StreamExt};
 use tokio::sync::{Mutex, broadcast};
+use uuid::Uuid;
 
 mod watchdog;
 
-use crate::device::{Cause, DeviceSpec, Failure, FailureSender, Link, LinkError};
-use crate::protocol::{jbd, powermon};
-use crate::reading::DeviceKind;
+use crate::device::DeviceSpec;
+use crate::devices::{self, Advertised};
+use crate::transport::{
+    Cause, CharInfo, Failure, FailureSender, LinkError, Notification, Transport, WriteMode,
+};
 
 /// Longest we wait for BlueZ to find a device it does not know yet.
 const SCAN_BOUND: Duration = Duration::from_secs(15);
@@ -261,7 +264,6 @@ impl Bluetooth {
             scan_lock: self.scan_lock.clone(),
             disconnects: self.disconnects.subscribe(),
             address,
-            kind: spec.kind,
             timeout: spec.timeout,
             conn: None,
             attempted: None,
@@ -369,16 +371,24 @@ impl Drop for Scan {
     }
 }
 
-/// What one connection has: the peripheral, its characteristics, its notification stream.
+/// What one connection has: the peripheral, its characteristics, what was subscribed and the
+/// notification stream (opened at the first subscription).
 struct Connection {
     peripheral: Peripheral,
-    /// JBD: notify and write characteristics and how to write.
-    notify: Option<Characteristic>,
-    write: Option<(Characteristic, WriteType)>,
+    characteristics: Vec<Characteristic>,
+    subscribed: Vec<Characteristic>,
     notifications: Option<SharedNotifications>,
-    /// PowerMon: the record characteristic.
-    record: Option<Characteristic>,
     lost: bool,
+}
+
+impl Connection {
+    fn characteristic(&self, uuid: Uuid) -> Result<Characteristic, LinkError> {
+        self.characteristics
+            .iter()
+            .find(|c| c.uuid == uuid)
+            .cloned()
+            .ok_or(LinkError::MissingCharacteristic("requested"))
+    }
 }
 
 /// A link to one device over BlueZ.
@@ -387,7 +397,6 @@ pub struct BleLink {
     scan_lock: Arc<Mutex<()>>,
     disconnects: broadcast::Receiver<LinkEvent>,
     address: BDAddr,
-    kind: DeviceKind,
     timeout: Duration,
     conn: Option<Connection>,
     /// The peripheral of the last connect attempt that did not complete: `disconnect` must
@@ -447,52 +456,13 @@ impl BleLink {
             bounded("connect", t, peripheral.connect()).await?;
         }
         bounded("service discovery", t, peripheral.discover_services()).await?;
-        let chars = peripheral.characteristics();
-        let find = |uuid| chars.iter().find(|c| c.uuid == uuid).cloned();
-        let mut conn = Connection {
-            peripheral: peripheral.clone(),
-            notify: None,
-            write: None,
+        Ok(Connection {
+            characteristics: peripheral.characteristics().into_iter().collect(),
+            peripheral,
+            subscribed: Vec::new(),
             notifications: None,
-            record: None,
             lost: false,
-        };
-        match self.kind {
-            DeviceKind::Jbd => {
-                let (notify, write) = match (find(jbd::NOTIFY_UUID), find(jbd::WRITE_UUID)) {
-                    (Some(n), Some(w)) => (n, w),
-                    _ => match (find(jbd::ALT_NOTIFY_UUID), find(jbd::ALT_WRITE_UUID)) {
-                        (Some(n), Some(w)) => (n, w),
-                        _ => {
-                            return Err(LinkError::MissingCharacteristic(
-                                "JBD ff01/ff02 (or fff1/fff2)",
-                            ));
-                        }
-                    },
-                };
-                // Older dongles list "write", current ones "write-without-response".
-                let write_type = if write
-                    .properties
-                    .contains(CharPropFlags::WRITE_WITHOUT_RESPONSE)
-                {
-                    WriteType::WithoutResponse
-                } else {
-                    WriteType::WithResponse
-                };
-                let stream = bounded("notification stream", t, peripheral.notifications()).await?;
-                bounded("subscribe", t, peripheral.subscribe(&notify)).await?;
-                conn.notifications = Some(std::sync::Mutex::new(stream));
-                conn.notify = Some(notify);
-                conn.write = Some((write, write_type));
-            }
-            DeviceKind::Powermon => {
-                let record = find(powermon::NEW_RECORD_UUID)
-                    .or_else(|| find(powermon::OLD_RECORD_UUID))
-                    .ok_or(LinkError::MissingCharacteristic("PowerMon record"))?;
-                conn.record = Some(record);
-            }
-        }
-        Ok(conn)
+        })
     }
 
     fn conn(&mut self) -> Result<&mut Connection, LinkError> {
@@ -517,8 +487,8 @@ impl BleLink {
     }
 }
 
-impl Link for BleLink {
-    async fn connect(&mut self) -> Result<(), LinkError> {
+impl Transport for BleLink {
+    async fn connect(&mut self) -> Result<Vec<CharInfo>, LinkError> {
         // Drain events from before this connection.
         while !matches!(
             self.disconnects.try_recv(),
@@ -526,8 +496,19 @@ impl Link for BleLink {
         ) {}
         let conn = self.open().await?;
         self.attempted = None;
+        let found = conn
+            .characteristics
+            .iter()
+            .map(|c| CharInfo {
+                uuid: c.uuid,
+                service: c.service_uuid,
+                write_without_response: c
+                    .properties
+                    .contains(CharPropFlags::WRITE_WITHOUT_RESPONSE),
+            })
+            .collect();
         self.conn = Some(conn);
-        Ok(())
+        Ok(found)
     }
 
     async fn disconnect(&mut self) -> bool {
@@ -539,9 +520,9 @@ impl Link for BleLink {
         // BlueZ does not report the device connected yet.
         let peripheral = match self.conn.take() {
             Some(conn) => {
-                if let Some(n) = &conn.notify {
+                for c in &conn.subscribed {
                     let _ =
-                        tokio::time::timeout(UNSUBSCRIBE_TIMEOUT, conn.peripheral.unsubscribe(n))
+                        tokio::time::timeout(UNSUBSCRIBE_TIMEOUT, conn.peripheral.unsubscribe(c))
                             .await;
                 }
                 drop(conn.notifications);
@@ -569,32 +550,53 @@ impl Link for BleLink {
         }
     }
 
-    async fn write(&mut self, data: &[u8]) -> Result<(), LinkError> {
+    async fn subscribe(&mut self, characteristic: Uuid) -> Result<(), LinkError> {
+        let t = self.connect_timeout();
+        let c = self.conn()?;
+        let ch = c.characteristic(characteristic)?;
+        if c.notifications.is_none() {
+            let stream = bounded("notification stream", t, c.peripheral.notifications()).await?;
+            c.notifications = Some(std::sync::Mutex::new(stream));
+        }
+        bounded("subscribe", t, c.peripheral.subscribe(&ch)).await?;
+        c.subscribed.push(ch);
+        Ok(())
+    }
+
+    async fn write(
+        &mut self,
+        characteristic: Uuid,
+        data: &[u8],
+        mode: WriteMode,
+    ) -> Result<(), LinkError> {
         let t = self.timeout;
         let c = self.conn()?;
-        let (ch, wt) = c
-            .write
-            .clone()
-            .ok_or(LinkError::MissingCharacteristic("JBD write"))?;
+        let ch = c.characteristic(characteristic)?;
+        let wt = match mode {
+            WriteMode::WithResponse => WriteType::WithResponse,
+            WriteMode::WithoutResponse => WriteType::WithoutResponse,
+        };
         bounded("write", t, c.peripheral.write(&ch, data, wt)).await
     }
 
-    async fn notification(&mut self) -> Result<Vec<u8>, LinkError> {
+    async fn notification(&mut self) -> Result<Notification, LinkError> {
         let id = self.conn()?.peripheral.id();
-        let notify_uuid = self.conn()?.notify.as_ref().map(|n| n.uuid);
         let Some(conn) = self.conn.as_mut() else {
             return Err(LinkError::NotConnected);
         };
         let stream = conn
             .notifications
             .as_mut()
-            .ok_or(LinkError::MissingCharacteristic("JBD notify"))?
+            .ok_or(LinkError::MissingCharacteristic("subscribed"))?
             .get_mut()
             .map_err(|_| LinkError::NotConnected)?;
+        let subscribed = &conn.subscribed;
         loop {
             tokio::select! {
                 item = stream.next() => match item {
-                    Some(n) if Some(n.uuid) == notify_uuid => return Ok(n.value),
+                    Some(n) if subscribed.iter().any(|c| c.uuid == n.uuid) => {
+                        return Ok(Notification { characteristic: n.uuid, value: n.value });
+                    }
                     Some(_) => continue,
                     None => {
                         conn.lost = true;
@@ -661,41 +663,26 @@ impl Link for BleLink {
         }
     }
 
-    async fn read(&mut self) -> Result<Vec<u8>, LinkError> {
+    async fn read(&mut self, characteristic: Uuid) -> Result<Vec<u8>, LinkError> {
         let t = self.timeout;
         let c = self.conn()?;
-        let record = c
-            .record
-            .clone()
-            .ok_or(LinkError::MissingCharacteristic("PowerMon record"))?;
-        bounded("read", t, c.peripheral.read(&record)).await
+        let ch = c.characteristic(characteristic)?;
+        bounded("read", t, c.peripheral.read(&ch)).await
     }
 }
 
-/// What a scanned device looks like.
+/// The kind a scanned device looks like (see [`devices::recognise`]), or "unknown".
 pub fn classify(props: &PeripheralProperties) -> &'static str {
-    let services = &props.services;
     let name = props
         .local_name
         .as_deref()
         .unwrap_or("")
         .to_ascii_lowercase();
-    if services.contains(&jbd::SERVICE_UUID)
-        || services.contains(&jbd::ALT_SERVICE_UUID)
-        || name.starts_with("xiaoxiang")
-        || name.starts_with("jbd")
-        || name.starts_with("sp0")
-        || name.starts_with("sp1")
-    {
-        "jbd"
-    } else if services.contains(&powermon::NEW_SERVICE_UUID)
-        || services.contains(&powermon::OLD_SERVICE_UUID)
-        || name.contains("powermon")
-    {
-        "powermon"
-    } else {
-        "unknown"
-    }
+    devices::recognise(&Advertised {
+        name: &name,
+        services: &props.services,
+    })
+    .map_or("unknown", |k| k.name)
 }
 
 /// One device seen by [`scan`].

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::device::FailureSender;
+use crate::transport::FailureSender;
 
 /// How often BlueZ is asked.
 pub const EVERY: Duration = Duration::from_secs(4);
@@ -78,7 +78,7 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     use super::*;
-    use crate::device::Failure;
+    use crate::transport::Failure;
 
     /// A probe answering from a script: `true` is an answer, `false` an error; then it hangs
     /// (a BlueZ that never answers) once the script runs out, if `then_hang`.

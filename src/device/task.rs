@@ -8,9 +8,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until};
 
-use super::poll::{JbdSession, PollError, poll_jbd, poll_powermon};
-use super::{Cause, DeviceSpec, Link, LinkError};
-use crate::reading::{DeviceKind, Reading, Values};
+use super::DeviceSpec;
+use crate::devices::{Kind, PollError, Session, Values};
+use crate::reading::Reading;
+use crate::transport::{Cause, LinkError, Transport};
 
 /// First reconnect delay after a failed attempt, and the cap.
 const BACKOFF_START: Duration = Duration::from_secs(1);
@@ -43,34 +44,25 @@ pub enum DeviceError {
     TaskGone { device: String },
 }
 
-/// What a user can do, for causes we recognise (by the error's identity, never its text).
-fn hint(kind: DeviceKind, err: &PollError) -> &'static str {
-    const PHONE_APP: &str =
-        ". Hint: is the phone app connected to this BMS? A JBD BMS accepts one connection";
+/// What a user can do, for causes we recognise (by the error's identity, never its text):
+/// the transport's own causes first, then what the device's kind makes likely.
+fn hint(kind: &Kind, err: &PollError) -> &'static str {
     const ACCESS: &str = ". Hint: the user running blebatt needs BlueZ D-Bus access (group `bluetooth`, see systemd/)";
     const BLUEZ: &str = ". Hint: is bluetoothd running (`systemctl status bluetooth`)?";
     const ADAPTER: &str =
         ". Hint: is the adapter powered and unblocked (`bluetoothctl power on`, `rfkill list`)?";
     const BUSY: &str = ". Hint: another program (bluetoothctl, a scan) is using the adapter";
-    const NO_REPLY: &str = ". Hint: a JBD BMS that stops answering often needs a reconnect; blebatt does that after 2 misses in a row";
-    let jbd = kind == DeviceKind::Jbd;
-    match err {
+    let generic = match err {
         PollError::Link(e) => match e.cause() {
-            Some(Cause::AccessDenied) => ACCESS,
-            Some(Cause::BluezUnavailable) => BLUEZ,
-            Some(Cause::AdapterNotReady) => ADAPTER,
-            Some(Cause::ConnectAborted) if jbd => PHONE_APP,
-            Some(Cause::InProgress) => BUSY,
-            _ => match e {
-                LinkError::Timeout {
-                    what: "connect", ..
-                } if jbd => PHONE_APP,
-                _ => "",
-            },
+            Some(Cause::AccessDenied) => Some(ACCESS),
+            Some(Cause::BluezUnavailable) => Some(BLUEZ),
+            Some(Cause::AdapterNotReady) => Some(ADAPTER),
+            Some(Cause::InProgress) => Some(BUSY),
+            _ => None,
         },
-        PollError::NoReply { .. } if jbd => NO_REPLY,
-        _ => "",
-    }
+        _ => None,
+    };
+    generic.or_else(|| (kind.hint)(err)).unwrap_or("")
 }
 
 type Reply = oneshot::Sender<Result<Reading, DeviceError>>;
@@ -135,16 +127,16 @@ enum State {
 }
 
 /// What this connection has already said about implausible values, so that a device that
-/// keeps sending one is not a log line per poll: each omitted field once at debug, a pack
-/// voltage far from its cells once at warning. Reset on every (re)connect.
+/// keeps sending one is not a log line per poll: each omitted field once at debug, a caution
+/// (e.g. a pack voltage far from its cells) once at warning. Reset on every (re)connect.
 #[derive(Debug, Default)]
 struct Noted {
     omitted: HashSet<(&'static str, Option<u8>)>,
-    pack_mismatch: bool,
+    caution: bool,
 }
 
 impl Noted {
-    fn report(&mut self, spec: &DeviceSpec, values: &Values) {
+    fn report(&mut self, spec: &DeviceSpec, values: &dyn Values) {
         for o in values.omitted() {
             if self.omitted.insert(o.key()) {
                 log::debug!(
@@ -154,15 +146,16 @@ impl Noted {
                 );
             }
         }
-        if let Some(m) = values.pack_mismatch()
-            && !self.pack_mismatch
+        if let Some(c) = values.caution()
+            && !self.caution
         {
-            self.pack_mismatch = true;
+            self.caution = true;
             log::warn!(
-                "{} ({}): {m}; printed as read, said once per connection. Hint: check the cell \
-                 count and the voltage calibration in the BMS's app",
+                "{} ({}): {}; printed as read, said once per connection. Hint: {}",
                 spec.name,
-                spec.address
+                spec.address,
+                c.message,
+                c.hint
             );
         }
     }
@@ -172,7 +165,8 @@ struct Task<L> {
     spec: Arc<DeviceSpec>,
     link: L,
     state: State,
-    jbd: JbdSession,
+    /// The kind's conversation over this connection; a new one on every (re)connect.
+    session: Box<dyn Session>,
     noted: Noted,
     /// Polls in a row that got no reply.
     consecutive_timeouts: u32,
@@ -183,7 +177,7 @@ struct Task<L> {
 }
 
 /// Starts the task for `spec` over `link`. It connects at once.
-pub fn spawn<L: Link>(spec: DeviceSpec, link: L) -> DeviceHandle {
+pub fn spawn<L: Transport>(spec: DeviceSpec, link: L) -> DeviceHandle {
     let spec = Arc::new(spec);
     let (polls, rx) = mpsc::channel(4);
     let (stop, stop_rx) = watch::channel(false);
@@ -215,16 +209,16 @@ fn jittered(base: Duration, unit: f64) -> Duration {
         .min(BACKOFF_MAX)
 }
 
-impl<L: Link> Task<L> {
+impl<L: Transport> Task<L> {
     fn new(spec: Arc<DeviceSpec>, link: L) -> Self {
         Task {
+            session: (spec.kind.session)(),
             spec,
             link,
             state: State::Down {
                 retry_at: Instant::now(),
                 base: Duration::ZERO,
             },
-            jbd: JbdSession::new(),
             noted: Noted::default(),
             consecutive_timeouts: 0,
             last_error: PollError::Link(LinkError::NotConnected),
@@ -300,10 +294,10 @@ impl<L: Link> Task<L> {
         let State::Down { base, .. } = self.state else {
             return;
         };
-        match self.link.connect().await {
-            Ok(()) => {
+        match self.open().await {
+            Ok(session) => {
                 self.state = State::Up;
-                self.jbd = JbdSession::new();
+                self.session = session;
                 self.noted = Noted::default();
                 self.consecutive_timeouts = 0;
                 self.last_logged = None;
@@ -345,6 +339,15 @@ impl<L: Link> Task<L> {
         }
     }
 
+    /// Connects, and has a fresh session of the device's kind find and subscribe its
+    /// characteristics: a device without them has not connected.
+    async fn open(&mut self) -> Result<Box<dyn Session>, LinkError> {
+        let found = self.link.connect().await?;
+        let mut session = (self.spec.kind.session)();
+        session.open(&mut self.link, &found).await?;
+        Ok(session)
+    }
+
     fn go_down(&mut self, why: &PollError) {
         log::warn!(
             "{} ({}): connection lost: {why}; reconnecting",
@@ -374,21 +377,13 @@ impl<L: Link> Task<L> {
             });
         }
         let timeout = self.spec.timeout;
-        let result = match self.spec.kind {
-            DeviceKind::Jbd => poll_jbd(&mut self.link, &mut self.jbd, timeout)
-                .await
-                .map(|(r, t)| (Values::Jbd(r), t)),
-            DeviceKind::Powermon => poll_powermon(&mut self.link, timeout)
-                .await
-                .map(|(r, t)| (Values::Powermon(r), t)),
-        };
-        match result {
+        match self.session.poll(&mut self.link, timeout).await {
             Ok((values, time_ns)) => {
                 self.consecutive_timeouts = 0;
                 if self.last_logged.take().is_some() {
                     log::info!("{}: polling again", self.spec.name);
                 }
-                self.noted.report(&self.spec, &values);
+                self.noted.report(&self.spec, values.as_ref());
                 Ok(Reading {
                     device: self.spec.name.clone(),
                     address: self.spec.address.clone(),

@@ -13,9 +13,12 @@ use anyhow::Context;
 use futures::future::join_all;
 
 use crate::cli::{Cli, Command, ConfigCommand, DeviceArgs};
-use crate::config::{self, Config, ConfigError, Sources};
-use crate::device::{self, DeviceHandle, Failure};
+use crate::config::{self, Config, ConfigError, DeviceFlag, Sources};
+use crate::demo::DemoLink;
+use crate::device::{self, DeviceHandle, DeviceSpec};
+use crate::devices;
 use crate::output;
+use crate::transport::Failure;
 
 /// Exit codes.
 pub const EXIT_OK: i32 = 0;
@@ -93,24 +96,27 @@ fn on_runtime(command: impl Future<Output = anyhow::Result<i32>>) -> anyhow::Res
 
 /// Resolves the devices from config file, flags or `--demo`.
 pub(crate) fn resolve(args: &DeviceArgs) -> Result<Config, UsageError> {
+    // The kinds' own flags first, then `--device`, each in the order given.
+    let own = [("jbd", &args.jbd), ("powermon", &args.powermon)];
+    let devices = own
+        .into_iter()
+        .flat_map(|(kind, args)| args.iter().map(move |a| DeviceFlag::of_kind(kind, a)))
+        .chain(args.device.iter().map(|a| DeviceFlag::generic(a)))
+        .collect();
     let cfg = config::resolve(&Sources {
         config: args.config.clone(),
-        jbd: args.jbd.clone(),
-        powermon: args.powermon.clone(),
+        devices,
         timeout: args.timeout,
     })?;
     if args.demo {
         if !cfg.devices.is_empty() {
             return Err(UsageError(
-                "--demo uses the built-in devices; remove --jbd/--powermon/--config or --demo"
+                "--demo uses the built-in devices; remove --jbd/--powermon/--device/--config or --demo"
                     .into(),
             ));
         }
         let timeout = args.timeout.unwrap_or(config::DEFAULT_TIMEOUT);
-        let devices = crate::demo::devices(timeout)
-            .into_iter()
-            .map(|(s, _)| s)
-            .collect();
+        let devices = demo_devices(timeout).into_iter().map(|(s, _)| s).collect();
         return Ok(Config {
             devices,
             interval: cfg.interval,
@@ -118,10 +124,29 @@ pub(crate) fn resolve(args: &DeviceArgs) -> Result<Config, UsageError> {
     }
     if cfg.devices.is_empty() {
         return Err(UsageError(
-            "no devices: give --jbd NAME=MAC / --powermon NAME=MAC, a --config file, or --demo to try the built-in simulated devices".into(),
+            "no devices: give --jbd NAME=MAC / --powermon NAME=MAC / --device KIND:NAME=MAC, a --config file, or --demo to try the built-in simulated devices".into(),
         ));
     }
     Ok(cfg)
+}
+
+/// The built-in demo devices of every kind, in registry order, each over the demo transport.
+pub fn demo_devices(timeout: Duration) -> Vec<(DeviceSpec, DemoLink)> {
+    devices::KINDS
+        .iter()
+        .flat_map(|&kind| {
+            (kind.demo)().into_iter().map(move |d| {
+                let spec = DeviceSpec {
+                    name: d.name.into(),
+                    kind,
+                    address: d.address.into(),
+                    timeout,
+                    adapter: None,
+                };
+                (spec, DemoLink::new(d.peripheral))
+            })
+        })
+        .collect()
 }
 
 /// The running devices, and the transport's "cannot recover" signal.
@@ -141,7 +166,7 @@ pub(crate) async fn start_devices(cfg: &Config, demo: bool) -> anyhow::Result<St
             .map(|d| d.timeout)
             .unwrap_or(config::DEFAULT_TIMEOUT);
         return Ok(Started {
-            handles: crate::demo::devices(timeout)
+            handles: demo_devices(timeout)
                 .into_iter()
                 .map(|(spec, link)| device::spawn(spec, link))
                 .collect(),

@@ -7,12 +7,17 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
+use uuid::Uuid;
+
 use super::*;
-use crate::demo::PowermonSim;
 use crate::device::PollError;
+use crate::devices::jbd::protocol::tests::{REAL_4S_CELLS, REAL_4S_INFO};
+use crate::devices::jbd::protocol::{self as jbd, JbdReading};
+use crate::devices::powermon::demo::PowermonSim;
+use crate::devices::powermon::protocol::{self as powermon, PowermonReading};
+use crate::devices::protocol::parse_hex;
 use crate::log_capture as capture;
-use crate::protocol::jbd::tests::{REAL_4S_CELLS, REAL_4S_INFO};
-use crate::protocol::{jbd, parse_hex, powermon};
+use crate::transport::{CharInfo, Notification, WriteMode};
 
 /// What the fake device does on one read.
 #[derive(Debug, Clone, Copy)]
@@ -91,8 +96,24 @@ impl Fake {
     }
 }
 
-impl Link for Fake {
-    async fn connect(&mut self) -> Result<(), LinkError> {
+/// What the fake offers: a JBD's notify and write characteristics and a PowerMon's record.
+fn characteristics() -> Vec<CharInfo> {
+    [
+        (jbd::NOTIFY_UUID, jbd::SERVICE_UUID),
+        (jbd::WRITE_UUID, jbd::SERVICE_UUID),
+        (powermon::NEW_RECORD_UUID, powermon::NEW_SERVICE_UUID),
+    ]
+    .into_iter()
+    .map(|(uuid, service)| CharInfo {
+        uuid,
+        service,
+        write_without_response: true,
+    })
+    .collect()
+}
+
+impl Transport for Fake {
+    async fn connect(&mut self) -> Result<Vec<CharInfo>, LinkError> {
         let step = {
             let mut s = self.script();
             s.connects.push(Instant::now());
@@ -105,7 +126,7 @@ impl Link for Fake {
         match step {
             Connect::Ok => {
                 self.script().connected = true;
-                Ok(())
+                Ok(characteristics())
             }
             Connect::Fail(e) => Err(e),
             Connect::Hang => std::future::pending().await,
@@ -121,7 +142,13 @@ impl Link for Fake {
 
     /// As a JBD: answers 0x03 and 0x04 with patman15's 4S capture (its pack voltage, 15.60 V,
     /// is 1.9 V from the sum of its cells) and refuses 0x05.
-    async fn write(&mut self, data: &[u8]) -> Result<(), LinkError> {
+    async fn subscribe(&mut self, characteristic: Uuid) -> Result<(), LinkError> {
+        assert_eq!(characteristic, jbd::NOTIFY_UUID);
+        Ok(())
+    }
+
+    async fn write(&mut self, to: Uuid, data: &[u8], _: WriteMode) -> Result<(), LinkError> {
+        assert_eq!(to, jbd::WRITE_UUID);
         let reply = match jbd::parse_read_request(data).expect("a read request") {
             3 => parse_hex(REAL_4S_INFO).unwrap(),
             4 => parse_hex(REAL_4S_CELLS).unwrap(),
@@ -131,10 +158,13 @@ impl Link for Fake {
         Ok(())
     }
 
-    async fn notification(&mut self) -> Result<Vec<u8>, LinkError> {
+    async fn notification(&mut self) -> Result<Notification, LinkError> {
         let next = self.script().notifications.pop_front();
         match next {
-            Some(n) => Ok(n),
+            Some(value) => Ok(Notification {
+                characteristic: jbd::NOTIFY_UUID,
+                value,
+            }),
             None => std::future::pending().await,
         }
     }
@@ -146,7 +176,8 @@ impl Link for Fake {
         n
     }
 
-    async fn read(&mut self) -> Result<Vec<u8>, LinkError> {
+    async fn read(&mut self, from: Uuid) -> Result<Vec<u8>, LinkError> {
+        assert_eq!(from, powermon::NEW_RECORD_UUID);
         let step = {
             let mut s = self.script();
             s.reads += 1;
@@ -193,7 +224,7 @@ impl Link for Fake {
 fn spec() -> DeviceSpec {
     DeviceSpec {
         name: "pm".into(),
-        kind: DeviceKind::Powermon,
+        kind: &crate::devices::powermon::KIND,
         address: "AA:BB:CC:DD:EE:03".into(),
         timeout: Duration::from_secs(5),
         adapter: None,
@@ -405,6 +436,8 @@ async fn shutdown_says_when_a_disconnect_is_not_confirmed() {
 
 #[test]
 fn hints_match_the_cause_not_the_text() {
+    use crate::devices::jbd::KIND as JBD;
+    use crate::devices::powermon::KIND as POWERMON;
     let link = |cause, name: &str, message: &str| {
         PollError::Link(LinkError::Bluetooth {
             cause,
@@ -417,47 +450,47 @@ fn hints_match_the_cause_not_the_text() {
         "org.bluez.Error.Failed",
         "le-connection-abort-by-local",
     );
-    assert!(hint(DeviceKind::Jbd, &aborted).contains("phone app"));
-    assert_eq!(hint(DeviceKind::Powermon, &aborted), "");
+    assert!(hint(&JBD, &aborted).contains("phone app"));
+    assert_eq!(hint(&POWERMON, &aborted), "");
     // Any other BlueZ "Failed" is not the phone app.
     let io = link(Cause::Other, "org.bluez.Error.Failed", "Input/output error");
-    assert_eq!(hint(DeviceKind::Jbd, &io), "");
+    assert_eq!(hint(&JBD, &io), "");
     let denied = link(
         Cause::AccessDenied,
         "org.freedesktop.DBus.Error.AccessDenied",
         "Rejected send message",
     );
-    assert!(hint(DeviceKind::Powermon, &denied).contains("group `bluetooth`"));
+    assert!(hint(&POWERMON, &denied).contains("group `bluetooth`"));
     let gone = link(
         Cause::BluezUnavailable,
         "org.freedesktop.DBus.Error.ServiceUnknown",
         "The name org.bluez was not provided",
     );
-    assert!(hint(DeviceKind::Jbd, &gone).contains("bluetoothd"));
+    assert!(hint(&JBD, &gone).contains("bluetoothd"));
     let off = link(
         Cause::AdapterNotReady,
         "org.bluez.Error.NotReady",
         "Resource Not Ready",
     );
-    assert!(hint(DeviceKind::Jbd, &off).contains("power on"));
+    assert!(hint(&JBD, &off).contains("power on"));
     let busy = link(
         Cause::InProgress,
         "org.bluez.Error.InProgress",
         "In Progress",
     );
-    assert!(hint(DeviceKind::Jbd, &busy).contains("another program"));
+    assert!(hint(&JBD, &busy).contains("another program"));
     let no_reply = PollError::NoReply {
-        register: 3,
+        request: "register 0x03",
         after: Duration::from_secs(5),
     };
-    assert!(hint(DeviceKind::Jbd, &no_reply).contains("2 misses in a row"));
-    assert_eq!(hint(DeviceKind::Powermon, &no_reply), "");
+    assert!(hint(&JBD, &no_reply).contains("2 misses in a row"));
+    assert_eq!(hint(&POWERMON, &no_reply), "");
     let connect_timeout = PollError::Link(LinkError::Timeout {
         what: "connect",
         after: Duration::from_secs(10),
     });
-    assert!(hint(DeviceKind::Jbd, &connect_timeout).contains("phone app"));
-    assert_eq!(hint(DeviceKind::Powermon, &connect_timeout), "");
+    assert!(hint(&JBD, &connect_timeout).contains("phone app"));
+    assert_eq!(hint(&POWERMON, &connect_timeout), "");
 }
 
 #[tokio::test(start_paused = true)]
@@ -468,9 +501,11 @@ async fn an_omitted_field_is_logged_at_debug_once_per_connection() {
     let h = spawn(spec(), fake.clone());
     for _ in 0..3 {
         let r = h.poll().await.unwrap();
-        let Values::Powermon(pm) = &r.values else {
-            panic!("a PowerMon reading")
-        };
+        let pm: &PowermonReading = r
+            .values
+            .as_any()
+            .downcast_ref()
+            .expect("a PowerMon reading");
         assert_eq!(
             (pm.power_status, pm.firmware_version.as_deref()),
             (None, None)
@@ -502,7 +537,7 @@ async fn a_pack_voltage_far_from_its_cells_is_one_warning_per_connection() {
     let h = spawn(
         DeviceSpec {
             name: "house".into(),
-            kind: DeviceKind::Jbd,
+            kind: &crate::devices::jbd::KIND,
             ..spec()
         },
         fake.clone(),
@@ -511,9 +546,7 @@ async fn a_pack_voltage_far_from_its_cells_is_one_warning_per_connection() {
                    from the sum of its cells, 13.704 V";
     for _ in 0..3 {
         let r = h.poll().await.unwrap();
-        let Values::Jbd(j) = &r.values else {
-            panic!("a JBD reading")
-        };
+        let j: &JbdReading = r.values.as_any().downcast_ref().expect("a JBD reading");
         assert_eq!(j.info.voltage_v, 15.6, "printed as read");
     }
     assert_eq!(

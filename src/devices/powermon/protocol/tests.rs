@@ -13,7 +13,7 @@ fn close(got: f64, want: f64) {
 }
 
 fn hex(s: &str) -> Vec<u8> {
-    crate::protocol::parse_hex(s).unwrap()
+    crate::devices::protocol::parse_hex(s).unwrap()
 }
 
 /// Old firmware, 52 bytes (ThornwavePy DCPMRead.py, commit history, "e0 ff 0f c8 47 04 ...").

@@ -9,7 +9,7 @@
 use thiserror::Error;
 use uuid::Uuid;
 
-use super::Omitted;
+use crate::devices::protocol::Omitted;
 
 /// GATT service of the common JBD BLE dongle.
 pub const SERVICE_UUID: Uuid = Uuid::from_u128(0x0000ff00_0000_1000_8000_00805f9b34fb);
@@ -73,6 +73,15 @@ pub enum Register {
 impl Register {
     pub fn code(self) -> u8 {
         self as u8
+    }
+
+    /// What a request of it is called in messages.
+    pub fn request_name(self) -> &'static str {
+        match self {
+            Register::BasicInfo => "register 0x03",
+            Register::CellVoltages => "register 0x04",
+            Register::DeviceName => "register 0x05",
+        }
     }
 }
 
@@ -429,24 +438,24 @@ impl std::fmt::Display for ProductionDate {
     }
 }
 
-/// Protection status bits of register 0x03, with their schema names.
+/// Protection status bits of register 0x03, each with its field key in the `jbd_bms` schema.
 /// Bits 0-12 from protocol V4; 13 and 14 added in V11; 15 reserved.
 pub const PROTECTION_BITS: [(u8, &str); 15] = [
-    (0, "cell_overvoltage"),
-    (1, "cell_undervoltage"),
-    (2, "pack_overvoltage"),
-    (3, "pack_undervoltage"),
-    (4, "charge_overtemperature"),
-    (5, "charge_undertemperature"),
-    (6, "discharge_overtemperature"),
-    (7, "discharge_undertemperature"),
-    (8, "charge_overcurrent"),
-    (9, "discharge_overcurrent"),
-    (10, "short_circuit"),
-    (11, "frontend_ic_error"),
-    (12, "mosfet_software_lock"),
-    (13, "charge_mosfet_breakdown"),
-    (14, "discharge_mosfet_breakdown"),
+    (0, "protection_cell_overvoltage"),
+    (1, "protection_cell_undervoltage"),
+    (2, "protection_pack_overvoltage"),
+    (3, "protection_pack_undervoltage"),
+    (4, "protection_charge_overtemperature"),
+    (5, "protection_charge_undertemperature"),
+    (6, "protection_discharge_overtemperature"),
+    (7, "protection_discharge_undertemperature"),
+    (8, "protection_charge_overcurrent"),
+    (9, "protection_discharge_overcurrent"),
+    (10, "protection_short_circuit"),
+    (11, "protection_frontend_ic_error"),
+    (12, "protection_mosfet_software_lock"),
+    (13, "protection_charge_mosfet_breakdown"),
+    (14, "protection_discharge_mosfet_breakdown"),
 ];
 
 /// The protection status word.

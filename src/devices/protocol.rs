@@ -1,7 +1,5 @@
-//! Pure protocol code: bytes in, typed readings out. No I/O, no async, no logging.
-
-pub mod jbd;
-pub mod powermon;
+//! What every kind's pure protocol code shares: the note of an omitted value, hex as users
+//! paste it, and the property-test configuration. No I/O, no async, no logging.
 
 /// A value a device sent that it cannot mean (an NTC at -273.1 degC, a SoC of 250 %, a date in
 /// month 0, padding where a field would be). The decoded reading leaves that field out and
@@ -66,9 +64,6 @@ pub fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
         .collect();
     hex::decode(&cleaned).map_err(|e| format!("not a hex string ({e}): {text:?}"))
 }
-
-#[cfg(test)]
-mod fuzz_tests;
 
 /// Seed of every protocol property test unless `PROPTEST_RNG_SEED` gives another.
 #[cfg(test)]

@@ -7,7 +7,7 @@
 use thiserror::Error;
 use uuid::Uuid;
 
-use super::Omitted;
+use crate::devices::protocol::Omitted;
 
 /// Firmware 2.03 and older.
 pub const OLD_SERVICE_UUID: Uuid = Uuid::from_u128(0x7a95ce00_0ea8_1bcc_71a2_fc7539b81c9c);

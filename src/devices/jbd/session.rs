@@ -1,60 +1,104 @@
-//! One poll of one device over a [`Link`]: request, reassemble, verify, decode.
+//! A JBD BMS over any transport: subscribe to its notify characteristic, write a read request
+//! per register, reassemble the notifications into the reply frame, verify, decode.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use tokio::time::{Instant, timeout_at};
+use uuid::Uuid;
 
-use super::{Link, LinkError};
-use crate::protocol::jbd::{
-    self, BasicInfo, CellVoltages, Frame, JbdError, JbdReading, Reassembler, Register,
+use super::protocol::{
+    self as jbd, BasicInfo, CellVoltages, Frame, JbdError, JbdReading, Reassembler, Register,
 };
-use crate::protocol::powermon::{PowermonError, PowermonReading};
+use crate::devices::{PollError, Polled, Session};
 use crate::reading::now_ns;
+use crate::transport::{CharInfo, Gatt, LinkError, WriteMode};
 
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum PollError {
-    #[error(transparent)]
-    Link(#[from] LinkError),
-    #[error("no reply to register 0x{register:02X} within {after:?}")]
-    NoReply { register: u8, after: Duration },
-    #[error(transparent)]
-    Jbd(#[from] JbdError),
-    #[error(transparent)]
-    Powermon(#[from] PowermonError),
-}
-
-impl PollError {
-    /// True when the link should be torn down and re-established.
-    pub fn is_link_fatal(&self) -> bool {
-        matches!(self, PollError::Link(e) if e.is_fatal())
-    }
-
-    pub fn is_timeout(&self) -> bool {
-        matches!(
-            self,
-            PollError::NoReply { .. } | PollError::Link(LinkError::Timeout { .. })
-        )
-    }
-}
+/// The characteristic pairs a JBD BMS offers, (notify, write), in the order they are tried:
+/// ff01/ff02 under service ff00 on most dongles, fff1/fff2 under fff0 on some.
+const CHARACTERISTIC_PAIRS: [(Uuid, Uuid); 2] = [
+    (jbd::NOTIFY_UUID, jbd::WRITE_UUID),
+    (jbd::ALT_NOTIFY_UUID, jbd::ALT_WRITE_UUID),
+];
 
 /// Per-connection JBD state.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct JbdSession {
     reassembler: Reassembler,
     /// Register 0x05 is asked once per connection; `Some(None)` = asked, BMS has no name.
     pub model: Option<Option<String>>,
+    /// Replies arrive here.
+    notify: Uuid,
+    /// Requests go here, this way.
+    write: Uuid,
+    write_mode: WriteMode,
+}
+
+impl Default for JbdSession {
+    /// Before `open` picks the device's pair: ff01/ff02, written without response.
+    fn default() -> Self {
+        JbdSession {
+            reassembler: Reassembler::new(),
+            model: None,
+            notify: jbd::NOTIFY_UUID,
+            write: jbd::WRITE_UUID,
+            write_mode: WriteMode::WithoutResponse,
+        }
+    }
 }
 
 impl JbdSession {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// Picks the first characteristic pair the device has, and how to write to it (older
+    /// dongles list "write", current ones "write-without-response"), and subscribes.
+    pub async fn start(
+        &mut self,
+        link: &mut dyn Gatt,
+        found: &[CharInfo],
+    ) -> Result<(), LinkError> {
+        let find = |uuid: Uuid| found.iter().find(|c| c.uuid == uuid);
+        let (notify, write) = CHARACTERISTIC_PAIRS
+            .iter()
+            .find_map(|&(n, w)| Some((find(n)?, find(w)?)))
+            .ok_or(LinkError::MissingCharacteristic(
+                "JBD ff01/ff02 (or fff1/fff2)",
+            ))?;
+        self.notify = notify.uuid;
+        self.write = write.uuid;
+        self.write_mode = WriteMode::for_characteristic(write);
+        link.subscribe(self.notify).await
+    }
+}
+
+impl Session for JbdSession {
+    fn open<'a>(
+        &'a mut self,
+        link: &'a mut dyn Gatt,
+        found: &'a [CharInfo],
+    ) -> BoxFuture<'a, Result<(), LinkError>> {
+        Box::pin(self.start(link, found))
+    }
+
+    fn poll<'a>(
+        &'a mut self,
+        link: &'a mut dyn Gatt,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Polled, PollError>> {
+        Box::pin(async move {
+            let (reading, time_ns) = poll_jbd(link, self, timeout).await?;
+            Ok((Arc::new(reading) as _, time_ns))
+        })
+    }
 }
 
 /// Writes one read request and waits for a valid frame answering THAT register: stale replies
 /// to other registers and broken frames are skipped (logged at debug) until the deadline.
-async fn request<L: Link>(
-    link: &mut L,
+async fn request(
+    link: &mut dyn Gatt,
     session: &mut JbdSession,
     register: Register,
     timeout: Duration,
@@ -67,18 +111,29 @@ async fn request<L: Link>(
         );
     }
     session.reassembler.reset();
-    link.write(&jbd::read_request(register)).await?;
+    link.write(
+        session.write,
+        &jbd::read_request(register),
+        session.write_mode,
+    )
+    .await?;
     let deadline = Instant::now() + timeout;
     // The last broken frame seen: at the deadline, "checksum mismatch" says more than "no reply".
     let mut broken: Option<JbdError> = None;
     loop {
         let chunk = match timeout_at(deadline, link.notification()).await {
-            Ok(chunk) => chunk?,
+            Ok(n) => {
+                let n = n?;
+                if n.characteristic != session.notify {
+                    continue;
+                }
+                n.value
+            }
             Err(_) => {
                 return Err(match broken {
-                    Some(e) => PollError::Jbd(e),
+                    Some(e) => PollError::decode(e),
                     None => PollError::NoReply {
-                        register: register.code(),
+                        request: register.request_name(),
                         after: timeout,
                     },
                 });
@@ -108,8 +163,8 @@ async fn request<L: Link>(
 
 /// Polls a JBD BMS: 0x05 once per connection (a refusal is fine), then 0x03 and 0x04 in
 /// sequence. Returns the reading and the time its last reply completed.
-pub async fn poll_jbd<L: Link>(
-    link: &mut L,
+pub async fn poll_jbd(
+    link: &mut dyn Gatt,
     session: &mut JbdSession,
     timeout: Duration,
 ) -> Result<(JbdReading, i64), PollError> {
@@ -126,9 +181,11 @@ pub async fn poll_jbd<L: Link>(
         };
         session.model = Some(name);
     }
-    let info = BasicInfo::parse(&request(link, session, Register::BasicInfo, timeout).await?)?;
+    let info = BasicInfo::parse(&request(link, session, Register::BasicInfo, timeout).await?)
+        .map_err(PollError::decode)?;
     let cells =
-        CellVoltages::parse(&request(link, session, Register::CellVoltages, timeout).await?)?;
+        CellVoltages::parse(&request(link, session, Register::CellVoltages, timeout).await?)
+            .map_err(PollError::decode)?;
     let time_ns = now_ns();
     if usize::from(info.cell_count) != cells.volts.len() {
         log::debug!(
@@ -145,25 +202,6 @@ pub async fn poll_jbd<L: Link>(
         },
         time_ns,
     ))
-}
-
-/// Polls a PowerMon: one GATT read.
-pub async fn poll_powermon<L: Link>(
-    link: &mut L,
-    timeout: Duration,
-) -> Result<(PowermonReading, i64), PollError> {
-    let value = match tokio::time::timeout(timeout, link.read()).await {
-        Ok(v) => v?,
-        Err(_) => {
-            return Err(LinkError::Timeout {
-                what: "record read",
-                after: timeout,
-            }
-            .into());
-        }
-    };
-    let time_ns = now_ns();
-    Ok((PowermonReading::parse(&value)?, time_ns))
 }
 
 #[cfg(test)]

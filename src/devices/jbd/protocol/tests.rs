@@ -10,7 +10,7 @@
 //!   unsolicited stream that must be ignored.
 
 use super::*;
-use crate::protocol::Omitted;
+use crate::devices::protocol::Omitted;
 use proptest::prelude::*;
 
 pub(crate) const REAL_4S_INFO: &str = "dd 03 00 1d 06 18 fe e1 01 f2 01 f4 00 2a 2c 7c 00 00 00 00 00 00 80 64 03 04 03 0b 8b 0b 8a 0b 84 f8 84 77";
@@ -29,7 +29,7 @@ const REAL_16S_CELLS_B: [&str; 6] = [
 const NO_NAME_REPLY: &str = "DD 05 80 00 FF 80 77";
 
 fn hex(s: &str) -> Vec<u8> {
-    crate::protocol::parse_hex(s).unwrap()
+    crate::devices::protocol::parse_hex(s).unwrap()
 }
 
 fn frame(s: &str) -> Frame {
@@ -416,12 +416,19 @@ fn protection_bits_are_named() {
     bytes[33..35].copy_from_slice(&chk.to_be_bytes());
     assert_eq!(chk, 0xF883, "matches the fixture's checksum");
     let info = BasicInfo::parse(&parse_frame(&bytes).unwrap()).unwrap();
-    assert_eq!(info.protection.active(), vec!["cell_overvoltage"]);
+    assert_eq!(
+        info.protection.active(),
+        vec!["protection_cell_overvoltage"]
+    );
 
     let p = Protection(0x1C00);
     assert_eq!(
         p.active(),
-        vec!["short_circuit", "frontend_ic_error", "mosfet_software_lock"]
+        vec![
+            "protection_short_circuit",
+            "protection_frontend_ic_error",
+            "protection_mosfet_software_lock"
+        ]
     );
     // Bit 15 is reserved: no name, still in the raw word.
     assert!(Protection(0x8000).active().is_empty());
@@ -650,7 +657,7 @@ fn chunked(bytes: &[u8], mut cuts: Vec<usize>) -> Vec<Vec<u8>> {
 }
 
 proptest! {
-    #![proptest_config(crate::protocol::proptest_config())]
+    #![proptest_config(crate::devices::protocol::proptest_config())]
 
     #[test]
     fn fuzz_any_chunking_decodes_identically(f in arb_frame(), cuts in prop::collection::vec(0usize..110, 0..12)) {

@@ -4,9 +4,10 @@
 use std::collections::{HashMap, VecDeque};
 
 use super::*;
+use crate::devices::jbd::protocol::tests::{REAL_4S_CELLS, REAL_4S_INFO};
+use crate::devices::protocol::parse_hex;
 use crate::log_capture as capture;
-use crate::protocol::jbd::tests::{REAL_4S_CELLS, REAL_4S_INFO};
-use crate::protocol::parse_hex;
+use crate::transport::{Notification, Transport};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 /// A 16S pack's 0x03 reply: here the stale answer to an earlier request.
@@ -28,7 +29,6 @@ fn corrupt(frame: &str) -> Vec<u8> {
     f
 }
 
-#[derive(Default)]
 struct FakeBms {
     /// Notifications arrived and not yet read.
     queue: VecDeque<Vec<u8>>,
@@ -38,6 +38,25 @@ struct FakeBms {
     asked: Vec<u8>,
     /// Per register: the transport fails the write of its request with this (once).
     write_fails: HashMap<u8, LinkError>,
+    /// What the session subscribed, and where and how it wrote each request.
+    subscribed: Vec<Uuid>,
+    writes_to: Vec<(Uuid, WriteMode)>,
+    /// The characteristic the notifications come from.
+    notifies_on: Uuid,
+}
+
+impl Default for FakeBms {
+    fn default() -> Self {
+        FakeBms {
+            queue: VecDeque::new(),
+            replies: HashMap::new(),
+            asked: Vec::new(),
+            write_fails: HashMap::new(),
+            subscribed: Vec::new(),
+            writes_to: Vec::new(),
+            notifies_on: jbd::NOTIFY_UUID,
+        }
+    }
 }
 
 impl FakeBms {
@@ -50,8 +69,13 @@ impl FakeBms {
     }
 }
 
-impl Link for FakeBms {
-    async fn connect(&mut self) -> Result<(), LinkError> {
+impl Transport for FakeBms {
+    async fn connect(&mut self) -> Result<Vec<CharInfo>, LinkError> {
+        unreachable!("the session is handed a connected link")
+    }
+
+    async fn subscribe(&mut self, characteristic: Uuid) -> Result<(), LinkError> {
+        self.subscribed.push(characteristic);
         Ok(())
     }
 
@@ -59,7 +83,8 @@ impl Link for FakeBms {
         true
     }
 
-    async fn write(&mut self, data: &[u8]) -> Result<(), LinkError> {
+    async fn write(&mut self, to: Uuid, data: &[u8], mode: WriteMode) -> Result<(), LinkError> {
+        self.writes_to.push((to, mode));
         let register = jbd::parse_read_request(data).expect("only read requests are written");
         self.asked.push(register);
         if let Some(e) = self.write_fails.remove(&register) {
@@ -75,9 +100,12 @@ impl Link for FakeBms {
         Ok(())
     }
 
-    async fn notification(&mut self) -> Result<Vec<u8>, LinkError> {
+    async fn notification(&mut self) -> Result<Notification, LinkError> {
         match self.queue.pop_front() {
-            Some(n) => Ok(n),
+            Some(value) => Ok(Notification {
+                characteristic: self.notifies_on,
+                value,
+            }),
             None => std::future::pending().await,
         }
     }
@@ -88,7 +116,7 @@ impl Link for FakeBms {
         n
     }
 
-    async fn read(&mut self) -> Result<Vec<u8>, LinkError> {
+    async fn read(&mut self, _: Uuid) -> Result<Vec<u8>, LinkError> {
         unreachable!("a JBD is never read")
     }
 
@@ -248,7 +276,10 @@ async fn only_corrupt_replies_fail_at_the_deadline_naming_the_fault() {
         .unwrap_err();
     // Waited for a valid reply until the deadline, then said what was wrong.
     assert_eq!(start.elapsed(), TIMEOUT);
-    assert!(matches!(err, PollError::Jbd(_)), "{err:?}");
+    assert!(
+        matches!(&err, PollError::Decode(e) if e.get::<JbdError>().is_some()),
+        "{err:?}"
+    );
     assert!(
         err.to_string().contains("checksum mismatch in 0x03"),
         "{err}"
@@ -267,4 +298,88 @@ async fn a_reply_to_another_register_is_skipped() {
         .await
         .unwrap();
     assert_eq!(frame.register, 3);
+}
+
+/// Characteristics as service discovery lists them: `(uuid, service, without response)`.
+fn found(list: &[(Uuid, Uuid, bool)]) -> Vec<CharInfo> {
+    list.iter()
+        .map(|&(uuid, service, without)| CharInfo {
+            uuid,
+            service,
+            write_without_response: without,
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_bms_with_only_fff1_and_fff2_is_subscribed_and_written_there() {
+    let mut bms = named_bms()
+        .answers(Register::BasicInfo, notifications(&hex(REAL_4S_INFO)))
+        .answers(Register::CellVoltages, notifications(&hex(REAL_4S_CELLS)));
+    bms.notifies_on = jbd::ALT_NOTIFY_UUID;
+    let mut session = JbdSession::new();
+    let chars = found(&[
+        (jbd::ALT_NOTIFY_UUID, jbd::ALT_SERVICE_UUID, false),
+        (jbd::ALT_WRITE_UUID, jbd::ALT_SERVICE_UUID, false),
+    ]);
+    session.start(&mut bms, &chars).await.unwrap();
+    assert_eq!(bms.subscribed, [jbd::ALT_NOTIFY_UUID]);
+    poll_jbd(&mut bms, &mut session, TIMEOUT).await.unwrap();
+    // This dongle lists only "write": every request waits for the response.
+    assert_eq!(
+        bms.writes_to,
+        [(jbd::ALT_WRITE_UUID, WriteMode::WithResponse); 3]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn ff01_and_ff02_win_over_fff1_and_fff2_and_write_without_response_when_offered() {
+    let mut bms = FakeBms::default();
+    let mut session = JbdSession::new();
+    let chars = found(&[
+        (jbd::ALT_NOTIFY_UUID, jbd::ALT_SERVICE_UUID, false),
+        (jbd::ALT_WRITE_UUID, jbd::ALT_SERVICE_UUID, true),
+        (jbd::NOTIFY_UUID, jbd::SERVICE_UUID, false),
+        (jbd::WRITE_UUID, jbd::SERVICE_UUID, true),
+    ]);
+    session.start(&mut bms, &chars).await.unwrap();
+    assert_eq!(bms.subscribed, [jbd::NOTIFY_UUID]);
+    assert_eq!(
+        (session.write, session.write_mode),
+        (jbd::WRITE_UUID, WriteMode::WithoutResponse)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_device_without_a_whole_jbd_pair_is_not_a_jbd() {
+    let mut bms = FakeBms::default();
+    // ff01 without ff02, fff2 without fff1: no pair.
+    let chars = found(&[
+        (jbd::NOTIFY_UUID, jbd::SERVICE_UUID, false),
+        (jbd::ALT_WRITE_UUID, jbd::ALT_SERVICE_UUID, true),
+    ]);
+    let err = JbdSession::new().start(&mut bms, &chars).await.unwrap_err();
+    assert!(matches!(err, LinkError::MissingCharacteristic(_)), "{err}");
+    assert!(bms.subscribed.is_empty(), "nothing subscribed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn notifications_of_another_characteristic_are_not_replies() {
+    let mut bms = named_bms()
+        .answers(Register::BasicInfo, notifications(&hex(REAL_4S_INFO)))
+        .answers(Register::CellVoltages, notifications(&hex(REAL_4S_CELLS)));
+    bms.notifies_on = jbd::ALT_NOTIFY_UUID;
+    let err = poll_jbd(&mut bms, &mut JbdSession::new(), TIMEOUT)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PollError::NoReply {
+                request: "register 0x03",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }

@@ -7,9 +7,9 @@
 //! that comes out is a contiguous run of the input, in stream order, whose checksum verifies
 //! when recomputed here from its bytes; a valid frame planted in the stream comes out.
 
-use super::jbd::tests::{arb_stream, find, straddles};
-use super::jbd::{self, BasicInfo, CellVoltages, Reassembler};
-use super::powermon::PowermonReading;
+use super::jbd::protocol::tests::{arb_stream, find, straddles};
+use super::jbd::protocol::{self as jbd, BasicInfo, CellVoltages, Reassembler};
+use super::powermon::protocol::PowermonReading;
 use proptest::prelude::*;
 
 /// Checksum of a reply recomputed from its bytes, independent of `jbd::checksum`: 0x10000
@@ -22,7 +22,7 @@ fn reply_checksum_ok(bytes: &[u8]) -> bool {
 }
 
 proptest! {
-    #![proptest_config(crate::protocol::proptest_config())]
+    #![proptest_config(crate::devices::protocol::proptest_config())]
 
     #[test]
     fn fuzz_reassembler_and_jbd_decoders(

@@ -1,0 +1,180 @@
+//! What every registered kind must do, tested for each one in [`KINDS`]: a new kind is held
+//! to it by being listed there, with no test of its own to remember.
+
+use std::collections::{BTreeSet, HashSet};
+use std::time::Duration;
+
+use influxdb_line_protocol::{FieldValue as Parsed, parse_lines};
+use proptest::prelude::*;
+
+use super::*;
+use crate::demo::DemoLink;
+use crate::device::{self, DeviceSpec};
+use crate::output;
+use crate::reading::Reading;
+
+/// Checks one printed line against its kind's schema: the measurement, only known tags, only
+/// schema fields with their schema types, and every field the schema says is always there.
+fn assert_conforms(kind: &Kind, line: &str) {
+    let parsed: Vec<_> = parse_lines(line)
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("{kind}: invalid line protocol ({e}): {line}"));
+    assert_eq!(parsed.len(), 1, "{kind}: one line: {line}");
+    let l = &parsed[0];
+    assert_eq!(l.series.measurement.as_str(), kind.measurement, "{line}");
+    for (tag, _) in l.series.tag_set.iter().flatten() {
+        let tag = tag.as_str();
+        assert!(
+            ["device", "address"].contains(&tag) || kind.tags.contains(&tag),
+            "{kind}: tag {tag:?} is not declared: {line}"
+        );
+    }
+    let mut seen = HashSet::new();
+    for (key, value) in &l.field_set {
+        let spec = kind
+            .field(key.as_str())
+            .unwrap_or_else(|| panic!("{kind}: field {key:?} is not in the schema: {line}"));
+        let ty = match value {
+            Parsed::F64(_) => FieldType::Float,
+            Parsed::I64(_) => FieldType::Int,
+            Parsed::Boolean(_) => FieldType::Bool,
+            Parsed::String(_) => FieldType::Str,
+            other => panic!("{kind}: {key}: a type no schema has: {other:?}"),
+        };
+        assert_eq!(ty, spec.ty, "{kind}: {key} printed as {ty:?}: {line}");
+        seen.insert(spec.key);
+    }
+    for spec in (kind.schema)() {
+        if spec.presence != Presence::Optional {
+            assert!(
+                seen.contains(spec.key),
+                "{kind}: {} is always printed, and is missing: {line}",
+                spec.key
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_kinds_demo_devices_through_its_session_print_exactly_its_schema() {
+    for &kind in KINDS {
+        let demo = (kind.demo)();
+        assert!(!demo.is_empty(), "{kind} has no demo device");
+        for d in demo {
+            let spec = DeviceSpec {
+                name: d.name.into(),
+                kind,
+                address: d.address.into(),
+                timeout: Duration::from_secs(5),
+                adapter: None,
+            };
+            // The generic device task over the demo transport: the kind's real session.
+            let handle = device::spawn(spec, DemoLink::new(d.peripheral));
+            for _ in 0..2 {
+                let reading = handle.poll().await.expect("a demo device answers");
+                assert_eq!(reading.values.kind(), kind);
+                assert!(reading.values.omitted().is_empty(), "{reading:?}");
+                assert_conforms(kind, &output::line(&reading));
+            }
+            assert!(handle.shutdown().await);
+        }
+    }
+}
+
+#[test]
+fn every_schema_has_unique_keys_that_need_no_escaping() {
+    let mut measurements = HashSet::new();
+    for &kind in KINDS {
+        assert!(
+            measurements.insert(kind.measurement),
+            "{kind}: measurement used twice"
+        );
+        let schema = (kind.schema)();
+        let mut keys = BTreeSet::new();
+        for spec in &schema {
+            assert!(keys.insert(spec.key), "{kind}: {} twice", spec.key);
+            assert!(
+                !spec.key.is_empty()
+                    && spec
+                        .key
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                "{kind}: key {:?}: lower case, digits and _ only",
+                spec.key
+            );
+        }
+        // A fixed key is never read as a member of a numbered family.
+        for fixed in schema.iter().filter(|s| s.presence != Presence::Numbered) {
+            for family in schema.iter().filter(|s| s.presence == Presence::Numbered) {
+                assert!(
+                    !family.matches(fixed.key),
+                    "{kind}: {} looks like a {} number",
+                    fixed.key,
+                    family.key
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn kinds_have_unique_names_and_are_found_by_them() {
+    let mut names = HashSet::new();
+    for &kind in KINDS {
+        assert!(names.insert(kind.name), "{kind} twice");
+        assert_eq!(by_name(kind.name), Some(kind));
+    }
+    assert_eq!(names.len(), super::names().len());
+    assert_eq!(by_name("daly"), None);
+}
+
+#[test]
+fn a_device_advertising_a_kinds_demo_services_is_recognised_as_that_kind() {
+    for &kind in KINDS {
+        for d in (kind.demo)() {
+            let services: Vec<Uuid> = d
+                .peripheral
+                .characteristics()
+                .iter()
+                .map(|c| c.service)
+                .collect();
+            let adv = Advertised {
+                name: "",
+                services: &services,
+            };
+            assert_eq!(recognise(&adv), Some(kind), "{}", d.name);
+        }
+    }
+    let nothing = Advertised {
+        name: "tv",
+        services: &[],
+    };
+    assert_eq!(recognise(&nothing), None);
+}
+
+proptest! {
+    #![proptest_config(crate::devices::protocol::proptest_config())]
+
+    /// Whatever bytes a user pastes, every kind's decoder returns, without panicking; what it
+    /// decodes prints within its schema.
+    #[test]
+    fn fuzz_every_kinds_decoder(
+        args in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..80), 1..4),
+    ) {
+        let hex: Vec<String> = args.iter().map(hex::encode).collect();
+        for &kind in KINDS {
+            if let Ok(values) = (kind.decode.run)(&hex) {
+                let reading = Reading {
+                    device: "d".into(),
+                    address: String::new(),
+                    time_ns: 0,
+                    values: values.into(),
+                };
+                let line = output::line(&reading);
+                if !line.is_empty() {
+                    assert_conforms(kind, &line);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! The simulated JBD BMS of `--demo`: answers read requests on ff02 with the reply frames a
+//! real BMS sends, in 20-byte notifications on ff01.
+
+use uuid::Uuid;
+
+use super::protocol;
+use crate::demo::{DemoDevice, NOTIFICATION_BYTES, Peripheral, wave};
+use crate::transport::{CharInfo, Notification};
+
+/// A simulated JBD pack.
+#[derive(Debug, Clone)]
+pub struct JbdSim {
+    pub cells: usize,
+    pub nominal_ah: f64,
+    pub name: &'static str,
+    /// Mean cell voltage, mV.
+    pub cell_mv: f64,
+    /// Mean current, A (negative = discharging).
+    pub current_a: f64,
+    pub ntc_count: usize,
+}
+
+impl JbdSim {
+    /// Register 0x03 data at time `t`.
+    pub fn basic_info_data(&self, t: f64) -> Vec<u8> {
+        let cells = self.cell_mv_at(t);
+        let pack_mv: f64 = cells.iter().map(|&c| f64::from(c)).sum();
+        let current_a = self.current_a * (1.0 + 0.3 * wave(t, 300.0, 0.0));
+        let soc = (62.0 + 20.0 * wave(t, 3600.0, 0.5)).round();
+        let nominal_10mah = (self.nominal_ah * 100.0).round() as u16;
+        let remaining_10mah = (f64::from(nominal_10mah) * soc / 100.0).round() as u16;
+        let date: u16 = (24 << 9) | (5 << 5) | 17; // 2024-05-17
+        let balancing: u16 = if wave(t, 120.0, 0.0) > 0.6 { 0b0010 } else { 0 };
+        let mut d = Vec::with_capacity(23 + 2 * self.ntc_count);
+        d.extend(((pack_mv / 10.0).round() as u16).to_be_bytes());
+        d.extend(((current_a * 100.0).round() as i16).to_be_bytes());
+        d.extend(remaining_10mah.to_be_bytes());
+        d.extend(nominal_10mah.to_be_bytes());
+        d.extend(37u16.to_be_bytes()); // cycles
+        d.extend(date.to_be_bytes());
+        d.extend(balancing.to_be_bytes());
+        d.extend(0u16.to_be_bytes()); // balance, cells 17-32
+        d.extend(0u16.to_be_bytes()); // protection
+        d.push(0x80); // software 8.0
+        d.push(soc as u8);
+        d.push(0b11); // both FETs on
+        d.push(self.cells as u8);
+        d.push(self.ntc_count as u8);
+        for i in 0..self.ntc_count {
+            let deci_c = 215.0 + 15.0 * wave(t, 900.0, i as f64);
+            d.extend(((2731.0 + deci_c).round() as u16).to_be_bytes());
+        }
+        d
+    }
+
+    fn cell_mv_at(&self, t: f64) -> Vec<u16> {
+        (0..self.cells)
+            .map(|i| {
+                let spread = 6.0 * wave(t, 600.0, i as f64 * 1.3);
+                (self.cell_mv + 8.0 * wave(t, 1800.0, 0.0) + spread).round() as u16
+            })
+            .collect()
+    }
+
+    /// Register 0x04 data at time `t`.
+    pub fn cell_data(&self, t: f64) -> Vec<u8> {
+        self.cell_mv_at(t)
+            .iter()
+            .flat_map(|mv| mv.to_be_bytes())
+            .collect()
+    }
+
+    /// The complete reply to a read of `register`, as the BMS sends it.
+    pub fn reply(&self, register: u8, t: f64) -> Vec<u8> {
+        match register {
+            0x03 => protocol::encode_reply(register, 0, &self.basic_info_data(t)),
+            0x04 => protocol::encode_reply(register, 0, &self.cell_data(t)),
+            0x05 => protocol::encode_reply(register, 0, self.name.as_bytes()),
+            _ => protocol::encode_reply(register, 0x80, &[]),
+        }
+    }
+}
+
+impl Peripheral for JbdSim {
+    fn characteristics(&self) -> Vec<CharInfo> {
+        vec![
+            CharInfo {
+                uuid: protocol::NOTIFY_UUID,
+                service: protocol::SERVICE_UUID,
+                write_without_response: false,
+            },
+            CharInfo {
+                uuid: protocol::WRITE_UUID,
+                service: protocol::SERVICE_UUID,
+                write_without_response: true,
+            },
+        ]
+    }
+
+    fn write(&mut self, characteristic: Uuid, data: &[u8], t: f64) -> Vec<Notification> {
+        // Like the BMS: answer read requests, ignore anything else.
+        match protocol::parse_read_request(data) {
+            Some(register) if characteristic == protocol::WRITE_UUID => self
+                .reply(register, t)
+                .chunks(NOTIFICATION_BYTES)
+                .map(|c| Notification {
+                    characteristic: protocol::NOTIFY_UUID,
+                    value: c.to_vec(),
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn read(&mut self, _: Uuid, _: f64) -> Option<Vec<u8>> {
+        None
+    }
+}
+
+/// The demo's packs: a 4-cell 12 V LiFePO4 pack and a 16-cell 48 V one.
+pub fn devices() -> Vec<DemoDevice> {
+    vec![
+        DemoDevice {
+            name: "demo-12v",
+            address: "DE:AD:BE:EF:00:01",
+            peripheral: Box::new(JbdSim {
+                cells: 4,
+                nominal_ah: 100.0,
+                name: "DEMO-SP04S034-100A",
+                cell_mv: 3320.0,
+                current_a: -4.2,
+                ntc_count: 2,
+            }),
+        },
+        DemoDevice {
+            name: "demo-48v",
+            address: "DE:AD:BE:EF:00:02",
+            peripheral: Box::new(JbdSim {
+                cells: 16,
+                nominal_ah: 280.0,
+                name: "DEMO-SP16S020-280A",
+                cell_mv: 3305.0,
+                current_a: 12.5,
+                ntc_count: 4,
+            }),
+        },
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::jbd::protocol::{self as jbd, BasicInfo, CellVoltages, Reassembler};
+
+    #[test]
+    fn demo_frames_decode_and_are_plausible() {
+        let sim = JbdSim {
+            cells: 16,
+            nominal_ah: 280.0,
+            name: "X",
+            cell_mv: 3305.0,
+            current_a: 12.5,
+            ntc_count: 4,
+        };
+        for t in [0.0, 1234.5, 1.7e9] {
+            let mut r = Reassembler::new();
+            let frames: Vec<_> = sim
+                .reply(3, t)
+                .chunks(NOTIFICATION_BYTES)
+                .flat_map(|c| r.push(c))
+                .collect();
+            let info = BasicInfo::parse(frames[0].as_ref().unwrap()).unwrap();
+            assert!((45.0..58.0).contains(&info.voltage_v), "{}", info.voltage_v);
+            assert!(info.soc_percent.is_some_and(|s| (20..=100).contains(&s)));
+            assert!(info.omitted.is_empty(), "{:?}", info.omitted);
+            assert_eq!(info.temperatures_c.len(), 4);
+            let cells = CellVoltages::parse(&jbd::parse_frame(&sim.reply(4, t)).unwrap()).unwrap();
+            assert_eq!(cells.volts.len(), 16);
+            assert!(cells.delta() < 0.05);
+            // Pack voltage is the sum of the cells it reports (within rounding to 10 mV).
+            let sum: f64 = cells.volts.iter().sum();
+            assert!(
+                (sum - info.voltage_v).abs() < 0.011,
+                "{sum} vs {}",
+                info.voltage_v
+            );
+        }
+        assert_eq!(
+            jbd::parse_frame(&sim.reply(0x42, 0.0)).unwrap().status,
+            0x80
+        );
+    }
+}

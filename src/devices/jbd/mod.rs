@@ -1,0 +1,117 @@
+//! JBD / Overkill Solar / Xiaoxiang BMS: a notify + write conversation, register by register.
+
+pub mod demo;
+pub mod fields;
+pub mod protocol;
+pub mod session;
+
+use std::any::Any;
+
+use protocol::{BasicInfo, CellVoltages, Frame, JbdReading, Reassembler, Register};
+
+use super::{Advertised, Caution, Decoder, Fields, Kind, Omitted, PollError, Values};
+use crate::devices::protocol::parse_hex;
+use crate::transport::{Cause, LinkError};
+
+pub static KIND: Kind = Kind {
+    name: "jbd",
+    title: "JBD BMS",
+    measurement: fields::MEASUREMENT,
+    tags: &[fields::MODEL_TAG],
+    schema: fields::schema,
+    session: || Box::new(session::JbdSession::new()),
+    looks_like,
+    decode: Decoder {
+        about: "Notifications or whole frames of a JBD BMS (0x03, 0x04, optionally 0x05), in the \
+                order received; prints one jbd_bms line",
+        many: true,
+        run: |hex| decode(hex).map(|r| Box::new(r) as _),
+    },
+    demo: demo::devices,
+    hint,
+};
+
+/// Advertised names of JBD dongles seen in the field (lower case).
+const NAME_PREFIXES: [&str; 4] = ["xiaoxiang", "jbd", "sp0", "sp1"];
+
+fn looks_like(adv: &Advertised<'_>) -> bool {
+    adv.services.contains(&protocol::SERVICE_UUID)
+        || adv.services.contains(&protocol::ALT_SERVICE_UUID)
+        || NAME_PREFIXES.iter().any(|p| adv.name.starts_with(p))
+}
+
+/// A JBD BMS accepts one connection: a phone app holding it looks like a device that will not
+/// connect.
+const PHONE_APP: &str =
+    ". Hint: is the phone app connected to this BMS? A JBD BMS accepts one connection";
+const NO_REPLY: &str = ". Hint: a JBD BMS that stops answering often needs a reconnect; blebatt does that after 2 misses in a row";
+
+fn hint(err: &PollError) -> Option<&'static str> {
+    match err {
+        PollError::Link(e) if e.cause() == Some(Cause::ConnectAborted) => Some(PHONE_APP),
+        PollError::Link(LinkError::Timeout {
+            what: "connect", ..
+        }) => Some(PHONE_APP),
+        PollError::NoReply { .. } => Some(NO_REPLY),
+        _ => None,
+    }
+}
+
+/// Feeds every argument, in order, to one reassembler, as the notifications would arrive.
+pub fn decode(hex: &[String]) -> Result<JbdReading, String> {
+    let mut r = Reassembler::new();
+    let mut frames: Vec<Frame> = Vec::new();
+    for h in hex {
+        let bytes = parse_hex(h)?;
+        for item in r.push(&bytes) {
+            frames.push(item.map_err(|e| e.to_string())?);
+        }
+    }
+    if r.pending() > 0 {
+        return Err(format!(
+            "incomplete frame at the end of the input ({} bytes left over): a notification is missing",
+            r.pending()
+        ));
+    }
+    let find = |reg: Register| frames.iter().rev().find(|f| f.register == reg.code());
+    let info = find(Register::BasicInfo).ok_or("no 0x03 (basic info) reply in the input")?;
+    let cells = find(Register::CellVoltages).ok_or("no 0x04 (cell voltages) reply in the input")?;
+    // Clones without 0x05 answer status 0x80: that is not an error, just no model.
+    let model = find(Register::DeviceName).and_then(|f| protocol::parse_device_name(f).ok());
+    Ok(JbdReading {
+        info: BasicInfo::parse(info).map_err(|e| e.to_string())?,
+        cells: CellVoltages::parse(cells).map_err(|e| e.to_string())?,
+        model,
+    })
+}
+
+impl Values for JbdReading {
+    fn kind(&self) -> &'static Kind {
+        &KIND
+    }
+
+    fn tags(&self, tag: &mut dyn FnMut(&'static str, &str)) {
+        if let Some(model) = &self.model {
+            tag(fields::MODEL_TAG, model);
+        }
+    }
+
+    fn fields(&self, out: &mut dyn Fields) {
+        fields::write(self, out);
+    }
+
+    fn omitted(&self) -> &[Omitted] {
+        JbdReading::omitted(self)
+    }
+
+    fn caution(&self) -> Option<Caution> {
+        self.pack_mismatch().map(|m| Caution {
+            message: m.to_string(),
+            hint: "check the cell count and the voltage calibration in the BMS's app",
+        })
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
