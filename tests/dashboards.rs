@@ -2,7 +2,7 @@
 //!
 //! - `dashboards_have_the_grafana_shape` (always runs, no servers): Grafana 10+ import
 //!   format, one datasource input, the `device` variable, and every field/metric name a
-//!   query spells out is one blebatt's demo actually prints.
+//!   query spells out is in the schema of the measurement's kind (`devices/<kind>/fields.rs`).
 //! - `every_dashboard_query_returns_data` (`#[ignore]`d: it needs servers; `.ci/run` runs
 //!   it with `--ignored`): loads a few minutes of demo polls into InfluxDB 1.x and VictoriaMetrics, then runs EVERY variable
 //!   query and EVERY panel target of the four dashboards, with variables substituted as
@@ -13,10 +13,10 @@ mod db;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use db::{Influx, Line, Vm, influx_rows, parse, run_demo};
+use db::{Influx, Vm, influx_rows, parse, run_demo};
+use blebatt::devices::Kind;
 use serde_json::Value;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -126,31 +126,14 @@ fn queries(file: &str, dash: &Value, lang: Lang) -> Vec<Query> {
     out
 }
 
-/// Field names per measurement, and tag keys, from what `blebatt once --demo` prints.
-struct Schema {
-    fields: BTreeMap<String, BTreeSet<String>>,
-    tags: BTreeSet<String>,
-}
-
-fn schema_of(lines: &[Line]) -> Schema {
-    let mut fields: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut tags = BTreeSet::new();
-    for l in lines {
-        let f = fields.entry(l.measurement.clone()).or_default();
-        f.extend(l.fields.iter().map(|(k, _)| k.clone()));
-        tags.extend(l.tags.keys().cloned());
-    }
-    Schema { fields, tags }
-}
-
-fn demo_once() -> Vec<Line> {
-    let out = Command::new(db::BLEBATT)
-        .args(["once", "--demo"])
-        .output()
-        .expect("cannot run blebatt once --demo");
-    assert!(out.status.success(), "blebatt once --demo: {out:?}");
-    let text = String::from_utf8(out.stdout).expect("UTF-8");
-    parse(&text.lines().map(String::from).collect::<Vec<_>>())
+/// The kind whose measurement a dashboard shows: its schema (`devices/<kind>/fields.rs`) is
+/// what every name in the dashboard's queries is checked against.
+fn kind_of(measurement: &str) -> &'static Kind {
+    blebatt::devices::KINDS
+        .iter()
+        .copied()
+        .find(|k| k.measurement == measurement)
+        .unwrap_or_else(|| panic!("no kind has the measurement {measurement}"))
 }
 
 /// Identifiers written out literally in a query (not inside regexes): InfluxQL
@@ -193,8 +176,10 @@ fn literal_names(text: &str, lang: Lang) -> Vec<String> {
 
 #[test]
 fn dashboards_have_the_grafana_shape() {
-    let schema = schema_of(&demo_once());
     for (file, measurement, lang) in DASHBOARDS {
+        let kind = kind_of(measurement);
+        let is_tag = |name: &str| ["device", "address"].contains(&name) || kind.tags.contains(&name);
+        let is_field = |name: &str| kind.field(name).is_some();
         let dash = load(file);
         let version = dash["schemaVersion"].as_u64().unwrap_or(0);
         assert!(
@@ -271,17 +256,19 @@ fn dashboards_have_the_grafana_shape() {
         }
 
         // Every name a query spells out exists in blebatt's output.
-        let fields = &schema.fields[measurement];
+        let fields: Vec<_> = (kind.schema)().iter().map(|f| f.key).collect();
         for q in queries(file, &dash, lang) {
             for name in literal_names(&q.text, lang) {
                 let ok = match lang {
                     Lang::InfluxQl => {
-                        name == measurement || schema.tags.contains(&name) || fields.contains(&name)
+                        name == measurement || is_tag(&name) || is_field(&name)
                     }
                     Lang::PromQl => match name.strip_prefix(&format!("{measurement}_")) {
-                        Some(field) => fields.contains(field),
+                        Some(field) => is_field(field),
                         // Functions, keywords and label names.
-                        None => !name.starts_with("jbd_bms") && !name.starts_with("powermon"),
+                        None => !blebatt::devices::KINDS
+                            .iter()
+                            .any(|k| name.starts_with(k.measurement)),
                     },
                 };
                 assert!(
