@@ -15,8 +15,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use db::{Influx, Vm, influx_rows, parse, run_demo};
 use blebatt::devices::Kind;
+use db::{Influx, Vm, influx_rows, parse, run_demo};
 use serde_json::Value;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -178,7 +178,8 @@ fn literal_names(text: &str, lang: Lang) -> Vec<String> {
 fn dashboards_have_the_grafana_shape() {
     for (file, measurement, lang) in DASHBOARDS {
         let kind = kind_of(measurement);
-        let is_tag = |name: &str| ["device", "address"].contains(&name) || kind.tags.contains(&name);
+        let is_tag =
+            |name: &str| ["device", "address"].contains(&name) || kind.tags.contains(&name);
         let is_field = |name: &str| kind.field(name).is_some();
         let dash = load(file);
         let version = dash["schemaVersion"].as_u64().unwrap_or(0);
@@ -260,9 +261,7 @@ fn dashboards_have_the_grafana_shape() {
         for q in queries(file, &dash, lang) {
             for name in literal_names(&q.text, lang) {
                 let ok = match lang {
-                    Lang::InfluxQl => {
-                        name == measurement || is_tag(&name) || is_field(&name)
-                    }
+                    Lang::InfluxQl => name == measurement || is_tag(&name) || is_field(&name),
                     Lang::PromQl => match name.strip_prefix(&format!("{measurement}_")) {
                         Some(field) => is_field(field),
                         // Functions, keywords and label names.

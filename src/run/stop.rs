@@ -1,12 +1,16 @@
 //! What ends the process, and what drives `run`: signals, stdin lines and stdin EOF.
 //!
-//! Both come from threads of their own (a blocking read or a signal must never wait on the
-//! runtime), and neither ever blocks on the runtime either: a stop request is a `watch` value
-//! (set, never queued) and ticks are coalesced into a queue of one with `try_send`. So a stop
-//! is seen in every phase, start-up included, and a second signal exits at once whatever the
-//! runtime is doing.
+//! Signals come on a thread of their own (a second one must exit whatever the runtime is
+//! doing). Stdin is read on the runtime when it is a pipe or a socket (Telegraf's case): one
+//! task woken by epoll, no thread and no cross-thread wake-up per tick. A terminal or a file
+//! is read on a thread instead. Nothing here ever blocks on the runtime: a stop request is a
+//! `watch` value (set, never queued) and ticks are coalesced into a queue of one with
+//! `try_send`. So a stop is seen in every phase, start-up included.
 
 use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use tokio::io::unix::AsyncFd;
 
 use tokio::sync::{mpsc, watch};
 
@@ -73,13 +77,123 @@ pub fn spawn_signal_watcher(stop: Stopper) -> anyhow::Result<()> {
 /// came before it, so a line of any length costs this much memory and no more.
 const STDIN_CHUNK: usize = 4096;
 
-/// Reads stdin on a thread of its own. Every chunk holding a newline is a tick, when `ticks`
-/// is given (`signal = "STDIN"`; a tick already waiting absorbs it). EOF is a stop: Telegraf
-/// wants us gone.
-pub fn spawn_stdin_reader(ticks: Option<mpsc::Sender<()>>, stop: Stopper) {
-    spawn_reader(std::io::stdin(), ticks, stop);
+/// What one chunk of stdin means: a tick when it holds a newline and ticks are wanted (a tick
+/// already waiting absorbs it). False when nobody takes ticks any more.
+fn on_chunk(chunk: &[u8], ticks: Option<&mpsc::Sender<()>>) -> bool {
+    let Some(ticks) = ticks else { return true };
+    if chunk.contains(&b'\n') {
+        match ticks.try_send(()) {
+            Ok(()) | Err(mpsc::error::TrySendError::Full(())) => {}
+            Err(mpsc::error::TrySendError::Closed(())) => return false,
+        }
+    }
+    true
 }
 
+/// Reads stdin: every chunk holding a newline is a tick, when `ticks` is given
+/// (`signal = "STDIN"`). EOF is a stop: Telegraf wants us gone. On the runtime when stdin is a
+/// pipe or a socket; on a thread of its own otherwise. Call on the runtime.
+pub fn spawn_stdin_reader(ticks: Option<mpsc::Sender<()>>, stop: Stopper) {
+    match NonBlocking::pipe_or_socket(std::io::stdin().as_fd().try_clone_to_owned()) {
+        Ok(input) => {
+            tokio::spawn(read_on_runtime(input, ticks, stop));
+        }
+        Err(why) => {
+            log::debug!("reading stdin on a thread: {why}");
+            spawn_reader(std::io::stdin(), ticks, stop);
+        }
+    }
+}
+
+/// A pipe or socket in non-blocking mode, its original mode restored when dropped (the file
+/// description is shared with whoever handed us the fd).
+#[derive(Debug)]
+struct NonBlocking {
+    file: std::fs::File,
+    flags: libc::c_int,
+}
+
+impl NonBlocking {
+    fn pipe_or_socket(fd: std::io::Result<OwnedFd>) -> Result<Self, String> {
+        use std::os::unix::fs::FileTypeExt;
+        let file = std::fs::File::from(fd.map_err(|e| format!("cannot duplicate it: {e}"))?);
+        let kind = file
+            .metadata()
+            .map_err(|e| format!("cannot stat it: {e}"))?
+            .file_type();
+        if !(kind.is_fifo() || kind.is_socket()) {
+            return Err("it is neither a pipe nor a socket".into());
+        }
+        let fd = file.as_raw_fd();
+        // SAFETY: fcntl on a descriptor this function owns; F_GETFL and F_SETFL touch no
+        // memory.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+            return Err(format!(
+                "cannot make it non-blocking: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        Ok(NonBlocking { file, flags })
+    }
+}
+
+impl Drop for NonBlocking {
+    fn drop(&mut self) {
+        // SAFETY: as above; the descriptor is still ours until the File drops after this.
+        unsafe { libc::fcntl(self.file.as_raw_fd(), libc::F_SETFL, self.flags) };
+    }
+}
+
+impl AsRawFd for NonBlocking {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.file.as_raw_fd()
+    }
+}
+
+/// The reader as a task: woken when the pipe has bytes (or its writer closed it).
+async fn read_on_runtime(input: NonBlocking, ticks: Option<mpsc::Sender<()>>, stop: Stopper) {
+    // SAFETY: `input` owns its descriptor (a `File`), which stays open and the same until
+    // the `AsyncFd` drops it.
+    let registered =
+        unsafe { AsyncFd::register_with_interest(input, tokio::io::Interest::READABLE) };
+    let input = match registered {
+        Ok(fd) => fd,
+        Err(e) => {
+            log::warn!("cannot watch stdin ({e}): taking it as closed");
+            stop.request("stdin closed");
+            return;
+        }
+    };
+    let mut chunk = [0u8; STDIN_CHUNK];
+    loop {
+        let mut ready = match input.readable().await {
+            Ok(r) => r,
+            Err(e) => {
+                log::warn!("cannot watch stdin ({e}): taking it as closed");
+                break;
+            }
+        };
+        match ready.try_io(|fd| (&fd.get_ref().file).read(&mut chunk)) {
+            // Woken without bytes: readiness is cleared, wait again.
+            Err(_would_block) => continue,
+            Ok(Ok(0)) => break,
+            Ok(Ok(n)) => {
+                if !on_chunk(&chunk[..n], ticks.as_ref()) {
+                    return;
+                }
+            }
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Ok(Err(e)) => {
+                log::warn!("cannot read stdin ({e}): taking it as closed");
+                break;
+            }
+        }
+    }
+    stop.request("stdin closed");
+}
+
+/// Reads on a thread of its own (a terminal, a file, or a test's reader).
 fn spawn_reader(
     mut input: impl Read + Send + 'static,
     ticks: Option<mpsc::Sender<()>>,
@@ -93,12 +207,8 @@ fn spawn_reader(
                 match input.read(&mut chunk) {
                     Ok(0) => break,
                     Ok(n) => {
-                        let Some(ticks) = &ticks else { continue };
-                        if chunk[..n].contains(&b'\n') {
-                            match ticks.try_send(()) {
-                                Ok(()) | Err(mpsc::error::TrySendError::Full(())) => {}
-                                Err(mpsc::error::TrySendError::Closed(())) => return,
-                            }
+                        if !on_chunk(&chunk[..n], ticks.as_ref()) {
+                            return;
                         }
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -217,5 +327,50 @@ mod tests {
         assert_eq!(req.wait().await, "stdin closed");
         let largest = largest.load(std::sync::atomic::Ordering::Relaxed);
         assert!(largest <= STDIN_CHUNK, "read {largest} bytes at once");
+    }
+
+    /// A pipe read on the runtime, as Telegraf's stdin is: each line is a tick as it is
+    /// written, a line split across writes is one tick, and closing the write end is a stop.
+    #[tokio::test]
+    async fn a_pipe_is_read_on_the_runtime_line_by_line_until_it_closes() {
+        use std::io::Write;
+        let (reader, mut writer) = std::io::pipe().unwrap();
+        let input = NonBlocking::pipe_or_socket(Ok(OwnedFd::from(reader))).unwrap();
+        let (stop, mut req) = channel();
+        let (tx, mut rx) = mpsc::channel(1);
+        let task = tokio::spawn(read_on_runtime(input, Some(tx), stop));
+        for _ in 0..3 {
+            writer.write_all(b"tick\n").unwrap();
+            assert_eq!(rx.recv().await, Some(()));
+        }
+        writer.write_all(b"half a ").unwrap();
+        writer.write_all(b"line\n").unwrap();
+        assert_eq!(rx.recv().await, Some(()));
+        drop(writer);
+        assert_eq!(req.wait().await, "stdin closed");
+        task.await.unwrap();
+        assert_eq!(rx.recv().await, None, "the reader is gone");
+    }
+
+    #[test]
+    fn a_file_is_not_read_on_the_runtime_and_a_pipe_gets_its_mode_back() {
+        let file = tempfile::tempfile().unwrap();
+        let err = NonBlocking::pipe_or_socket(Ok(OwnedFd::from(file))).unwrap_err();
+        assert!(err.contains("neither a pipe nor a socket"), "{err}");
+        let (reader, _writer) = std::io::pipe().unwrap();
+        let flags = |fd: &dyn AsRawFd| unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+        let before = flags(&reader);
+        let input = NonBlocking::pipe_or_socket(reader.as_fd().try_clone_to_owned()).unwrap();
+        assert_ne!(
+            flags(&reader) & libc::O_NONBLOCK,
+            0,
+            "non-blocking while read"
+        );
+        drop(input);
+        assert_eq!(
+            flags(&reader),
+            before,
+            "the shared description is as it was"
+        );
     }
 }
