@@ -129,9 +129,19 @@ impl Subcommand for DecodeCommand {
             } else {
                 hex.action(clap::ArgAction::Set)
             };
+            let examples: Vec<String> = kind
+                .decode
+                .examples
+                .iter()
+                .map(|(what, args)| {
+                    let args: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
+                    format!("{what}:\n  blebatt decode {} {}", kind.name, args.join(" "))
+                })
+                .collect();
             cmd.subcommand(
                 clap::Command::new(kind.name)
                     .about(kind.decode.about)
+                    .after_help(format!("Examples, real captures:\n{}", examples.join("\n")))
                     .arg(hex),
             )
         })

@@ -115,6 +115,32 @@ fn decode_powermon_real_record() {
     assert!(err.contains("expected 52"), "{err}");
 }
 
+#[test]
+fn every_kinds_decode_help_shows_real_captures_that_decode() {
+    for kind in blebatt::devices::KINDS {
+        let (code, help, err) = run(&["decode", kind.name, "--help"]);
+        assert_eq!(code, 0, "{err}");
+        for (_, args) in kind.decode.examples {
+            let shown = args
+                .iter()
+                .map(|a| format!("'{a}'"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            assert!(
+                help.contains(&format!("blebatt decode {} {shown}", kind.name)),
+                "{help}"
+            );
+            let mut argv = vec!["decode", kind.name];
+            argv.extend(args.iter());
+            let (code, out, err) = run(&argv);
+            assert_eq!(code, 0, "{err}");
+            let lines = parse_all(&out);
+            assert_eq!(lines.len(), 1, "{out}");
+            assert_eq!(lines[0].series.measurement.as_str(), kind.measurement);
+        }
+    }
+}
+
 /// Every field the schema promises for each demo device.
 fn check_demo_lines(out: &str) {
     let lines = parse_all(out);

@@ -152,29 +152,80 @@ fn a_device_advertising_a_kinds_demo_services_is_recognised_as_that_kind() {
     assert_eq!(recognise(&nothing), None);
 }
 
+/// What `blebatt decode <kind>` prints for `hex`, if it decodes.
+fn decoded_line(kind: &Kind, hex: &[String]) -> Option<String> {
+    let values = (kind.decode.run)(hex).ok()?;
+    let reading = Reading {
+        device: "decoded".into(),
+        address: String::new(),
+        time_ns: 0,
+        values: values.into(),
+    };
+    Some(output::line(&reading))
+}
+
+#[test]
+fn every_kinds_decode_examples_decode_and_print_within_its_schema() {
+    for &kind in KINDS {
+        assert!(
+            !kind.decode.examples.is_empty(),
+            "{kind}: no example capture"
+        );
+        for (what, args) in kind.decode.examples {
+            assert_eq!(args.len() > 1, kind.decode.many && args.len() > 1, "{what}");
+            let hex: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            let line = decoded_line(kind, &hex)
+                .unwrap_or_else(|| panic!("{kind}: the example {what:?} does not decode"));
+            assert_conforms(kind, &line);
+        }
+    }
+}
+
+/// A kind, one of its example captures, and edits to its bytes: flips, cuts and insertions.
+fn mutated_example() -> impl Strategy<Value = (&'static Kind, Vec<String>)> {
+    let edits = prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 0..6);
+    (
+        prop::sample::select(KINDS.to_vec()),
+        any::<prop::sample::Index>(),
+        edits,
+    )
+        .prop_map(|(kind, pick, edits)| {
+            let (_, args) = kind.decode.examples[pick.index(kind.decode.examples.len())];
+            let mut bytes: Vec<Vec<u8>> = args
+                .iter()
+                .map(|a| protocol::parse_hex(a).expect("examples are hex"))
+                .collect();
+            for (at, byte, how) in edits {
+                let arg = &mut bytes[at.index(args.len())];
+                let i = at.index(arg.len() + 1);
+                match how {
+                    0 if i < arg.len() => arg[i] = byte,
+                    1 => arg.truncate(i),
+                    _ => arg.insert(i, byte),
+                }
+            }
+            (kind, bytes.iter().map(hex::encode).collect())
+        })
+}
+
 proptest! {
     #![proptest_config(crate::devices::protocol::proptest_config())]
 
-    /// Whatever bytes a user pastes, every kind's decoder returns, without panicking; what it
-    /// decodes prints within its schema.
+    /// Whatever bytes a user pastes, every kind's decoder returns without panicking, and what
+    /// it decodes prints within its schema: random bytes, and its real captures edited.
     #[test]
     fn fuzz_every_kinds_decoder(
         args in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..80), 1..4),
+        (kind, edited) in mutated_example(),
     ) {
         let hex: Vec<String> = args.iter().map(hex::encode).collect();
-        for &kind in KINDS {
-            if let Ok(values) = (kind.decode.run)(&hex) {
-                let reading = Reading {
-                    device: "d".into(),
-                    address: String::new(),
-                    time_ns: 0,
-                    values: values.into(),
-                };
-                let line = output::line(&reading);
-                if !line.is_empty() {
-                    assert_conforms(kind, &line);
-                }
+        for &any_kind in KINDS {
+            if let Some(line) = decoded_line(any_kind, &hex).filter(|l| !l.is_empty()) {
+                assert_conforms(any_kind, &line);
             }
+        }
+        if let Some(line) = decoded_line(kind, &edited).filter(|l| !l.is_empty()) {
+            assert_conforms(kind, &line);
         }
     }
 }

@@ -110,6 +110,9 @@ pub struct Decoder {
     pub about: &'static str,
     /// Whether it takes several hex arguments (notifications in order) or exactly one.
     pub many: bool,
+    /// Real captured inputs (each a list of hex arguments), with their source: shown in the
+    /// help, and the seeds of the generic decoder tests.
+    pub examples: &'static [(&'static str, &'static [&'static str])],
     /// Captured bytes (hex, as users paste them) to values.
     pub run: DecodeFn,
 }
