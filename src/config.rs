@@ -127,12 +127,13 @@ impl<'de> Deserialize<'de> for KindName {
     }
 }
 
-/// "`jbd` or `powermon`": the kinds, as a fix names them.
+/// `"jbd" or "powermon"`: the kinds, as a fix names them.
 fn kinds_list() -> String {
     let names: Vec<String> = devices::names().iter().map(|n| format!("{n:?}")).collect();
-    match names.split_last() {
-        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
-        _ => names.join(""),
+    let list = names.join(", ");
+    match list.rsplit_once(", ") {
+        Some((head, last)) => format!("{head} or {last}"),
+        None => list,
     }
 }
 

@@ -611,3 +611,20 @@ fn usage_errors_are_prefixed_and_exit_2() {
     assert_eq!(code, 0);
     assert!(out.contains("once") && out.contains("run") && out.contains("scan"));
 }
+
+#[test]
+fn the_device_flag_is_documented_with_every_kind_and_takes_each() {
+    let names: Vec<&str> = blebatt::devices::KINDS.iter().map(|k| k.name).collect();
+    let (code, help, _) = run(&["once", "--help"]);
+    assert_eq!(code, 0);
+    assert!(
+        help.contains(&format!("KIND is one of: {}", names.join(", "))),
+        "{help}"
+    );
+    // An unknown kind is a usage error (exit 2) naming the flag and the kinds, before any
+    // radio is touched.
+    let (code, _, err) = run(&["once", "--device", "daly:x=A4:C1:38:00:00:01"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--device daly:x=A4:C1:38:00:00:01"), "{err}");
+    assert!(err.contains(names[0]), "{err}");
+}

@@ -144,3 +144,87 @@ impl Transport for DemoLink {
         std::future::pending().await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::powermon::demo::PowermonSim;
+    use crate::devices::powermon::protocol::{NEW_RECORD_UUID, OLD_RECORD_UUID};
+
+    fn shunt() -> DemoLink {
+        DemoLink::new(Box::new(PowermonSim {
+            voltage_v: 13.3,
+            current_a: -3.0,
+        }))
+    }
+
+    #[tokio::test]
+    async fn a_demo_link_answers_only_while_connected_and_only_for_what_it_has() {
+        let mut link = shunt();
+        assert_eq!(
+            link.read(NEW_RECORD_UUID).await,
+            Err(LinkError::NotConnected)
+        );
+        let found = link.connect().await.unwrap();
+        assert_eq!(
+            found.iter().map(|c| c.uuid).collect::<Vec<_>>(),
+            [NEW_RECORD_UUID]
+        );
+        assert!(link.read(NEW_RECORD_UUID).await.is_ok());
+        for missing in [
+            link.read(OLD_RECORD_UUID).await.map(drop),
+            link.subscribe(OLD_RECORD_UUID).await,
+            link.write(OLD_RECORD_UUID, b"x", WriteMode::WithResponse)
+                .await,
+        ] {
+            assert!(
+                matches!(missing, Err(LinkError::MissingCharacteristic(_))),
+                "{missing:?}"
+            );
+        }
+        assert!(link.disconnect().await);
+        assert_eq!(
+            link.read(NEW_RECORD_UUID).await,
+            Err(LinkError::NotConnected)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_disconnect_drops_queued_notifications_and_subscriptions() {
+        use crate::devices::jbd::demo::JbdSim;
+        use crate::devices::jbd::protocol::{self as jbd, Register};
+        let mut link = DemoLink::new(Box::new(JbdSim {
+            cells: 4,
+            nominal_ah: 100.0,
+            name: "X",
+            cell_mv: 3300.0,
+            current_a: 1.0,
+            ntc_count: 2,
+        }));
+        let ask = jbd::read_request(Register::BasicInfo);
+        link.connect().await.unwrap();
+        // Not subscribed: the reply is not delivered.
+        link.write(jbd::WRITE_UUID, &ask, WriteMode::WithoutResponse)
+            .await
+            .unwrap();
+        assert_eq!(link.drain(), 0);
+        link.subscribe(jbd::NOTIFY_UUID).await.unwrap();
+        link.write(jbd::WRITE_UUID, &ask, WriteMode::WithoutResponse)
+            .await
+            .unwrap();
+        let first = link.notification().await.unwrap();
+        assert_eq!(first.characteristic, jbd::NOTIFY_UUID);
+        assert_eq!(first.value.len(), NOTIFICATION_BYTES);
+        assert!(link.disconnect().await);
+        assert_eq!(link.drain(), 0, "the rest of the reply is gone");
+        link.connect().await.unwrap();
+        link.write(jbd::WRITE_UUID, &ask, WriteMode::WithoutResponse)
+            .await
+            .unwrap();
+        assert_eq!(
+            link.drain(),
+            0,
+            "the subscription ended with the connection"
+        );
+    }
+}

@@ -126,6 +126,12 @@ fn kinds_have_unique_names_and_are_found_by_them() {
     }
     assert_eq!(names.len(), super::names().len());
     assert_eq!(by_name("daly"), None);
+    // A kind equals itself only.
+    for &a in KINDS {
+        for &b in KINDS {
+            assert_eq!(a == b, std::ptr::eq(a, b), "{a} vs {b}");
+        }
+    }
 }
 
 #[test]

@@ -244,3 +244,32 @@ impl PartialEq for DecodeError {
         self.0.to_string() == other.0.to_string()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_errors_keep_their_type_and_are_equal_when_they_say_the_same() {
+        use jbd::protocol::JbdError;
+        let bad_end = || {
+            PollError::decode(JbdError::BadEnd {
+                register: 3,
+                got: 0,
+            })
+        };
+        assert_eq!(bad_end(), bad_end());
+        assert_ne!(bad_end(), PollError::decode(JbdError::NoFrame));
+        let PollError::Decode(e) = bad_end() else {
+            panic!("a decode error")
+        };
+        assert_eq!(
+            e.get::<JbdError>(),
+            Some(&JbdError::BadEnd {
+                register: 3,
+                got: 0
+            })
+        );
+        assert!(e.get::<powermon::protocol::PowermonError>().is_none());
+    }
+}
