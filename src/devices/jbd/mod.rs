@@ -123,3 +123,26 @@ impl Values for JbdReading {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn looks(name: &str, services: &[Uuid]) -> bool {
+        looks_like(&Advertised { name, services })
+    }
+
+    #[test]
+    fn a_jbd_is_recognised_by_either_service_or_by_a_dongle_name_alone() {
+        assert!(looks("", &[protocol::SERVICE_UUID]));
+        assert!(looks("", &[protocol::ALT_SERVICE_UUID]));
+        for name in ["xiaoxiang bms", "jbd-sp04s034", "sp04s034", "sp15s001"] {
+            assert!(looks(name, &[]), "{name}");
+        }
+        assert!(!looks("", &[]));
+        assert!(!looks("powermon", &[Uuid::nil()]));
+        assert!(!looks("my sp04", &[]), "a prefix, not anywhere in the name");
+    }
+}

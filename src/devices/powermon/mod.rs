@@ -81,3 +81,23 @@ impl Values for PowermonReading {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn looks(name: &str, services: &[Uuid]) -> bool {
+        looks_like(&Advertised { name, services })
+    }
+
+    #[test]
+    fn a_powermon_is_recognised_by_either_service_or_by_its_name_alone() {
+        assert!(looks("", &[protocol::NEW_SERVICE_UUID]));
+        assert!(looks("", &[protocol::OLD_SERVICE_UUID]));
+        assert!(looks("thornwave powermon-5", &[]));
+        assert!(!looks("", &[]));
+        assert!(!looks("xiaoxiang", &[Uuid::nil()]));
+    }
+}
