@@ -174,23 +174,44 @@ async fn read_on_runtime(input: NonBlocking, ticks: Option<mpsc::Sender<()>>, st
                 break;
             }
         };
-        match ready.try_io(|fd| (&fd.get_ref().file).read(&mut chunk)) {
-            // Woken without bytes: readiness is cleared, wait again.
-            Err(_would_block) => continue,
-            Ok(Ok(0)) => break,
-            Ok(Ok(n)) => {
-                if !on_chunk(&chunk[..n], ticks.as_ref()) {
-                    return;
-                }
-            }
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Ok(Err(e)) => {
-                log::warn!("cannot read stdin ({e}): taking it as closed");
-                break;
+        // Woken without bytes (`Err`): readiness is cleared, wait again.
+        if let Ok(read) = ready.try_io(|fd| (&fd.get_ref().file).read(&mut chunk)) {
+            match after_read(read, &chunk, ticks.as_ref()) {
+                Next::Read => {}
+                Next::Stop => break,
+                Next::Quit => return,
             }
         }
     }
     stop.request("stdin closed");
+}
+
+/// What a reader does after one read.
+enum Next {
+    Read,
+    /// EOF, or an error taken as one: ask for a stop.
+    Stop,
+    /// Nobody takes ticks any more: end quietly.
+    Quit,
+}
+
+/// What one read of stdin means, for both readers: EINTR (a signal arrived during the read)
+/// is not the end of stdin; any other error is taken as a closed stdin.
+fn after_read(
+    read: std::io::Result<usize>,
+    chunk: &[u8],
+    ticks: Option<&mpsc::Sender<()>>,
+) -> Next {
+    match read {
+        Ok(0) => Next::Stop,
+        Ok(n) if on_chunk(&chunk[..n], ticks) => Next::Read,
+        Ok(_) => Next::Quit,
+        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Next::Read,
+        Err(e) => {
+            log::warn!("cannot read stdin ({e}): taking it as closed");
+            Next::Stop
+        }
+    }
 }
 
 /// Reads on a thread of its own (a terminal, a file, or a test's reader).
@@ -204,18 +225,10 @@ fn spawn_reader(
         .spawn(move || {
             let mut chunk = [0u8; STDIN_CHUNK];
             loop {
-                match input.read(&mut chunk) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        if !on_chunk(&chunk[..n], ticks.as_ref()) {
-                            return;
-                        }
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        log::warn!("cannot read stdin ({e}): taking it as closed");
-                        break;
-                    }
+                match after_read(input.read(&mut chunk), &chunk, ticks.as_ref()) {
+                    Next::Read => {}
+                    Next::Stop => break,
+                    Next::Quit => return,
                 }
             }
             stop.request("stdin closed");
@@ -372,5 +385,11 @@ mod tests {
             before,
             "the shared description is as it was"
         );
+        // One handed over non-blocking already stays so, during and after.
+        unsafe { libc::fcntl(reader.as_raw_fd(), libc::F_SETFL, before | libc::O_NONBLOCK) };
+        let input = NonBlocking::pipe_or_socket(reader.as_fd().try_clone_to_owned()).unwrap();
+        assert_ne!(flags(&reader) & libc::O_NONBLOCK, 0);
+        drop(input);
+        assert_eq!(flags(&reader), before | libc::O_NONBLOCK);
     }
 }
