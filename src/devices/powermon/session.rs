@@ -81,3 +81,84 @@ impl Session for PowermonSession {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::powermon::demo::PowermonSim;
+    use crate::transport::{Notification, Transport, WriteMode};
+
+    /// A PowerMon that offers `record` and answers reads of it with the demo's record.
+    struct Fake {
+        record: Uuid,
+        read_from: Vec<Uuid>,
+    }
+
+    impl Transport for Fake {
+        async fn connect(&mut self) -> Result<Vec<CharInfo>, LinkError> {
+            unreachable!("the session is handed a connected link")
+        }
+        async fn disconnect(&mut self) -> bool {
+            true
+        }
+        async fn subscribe(&mut self, _: Uuid) -> Result<(), LinkError> {
+            unreachable!("a PowerMon is read, never subscribed")
+        }
+        async fn write(&mut self, _: Uuid, _: &[u8], _: WriteMode) -> Result<(), LinkError> {
+            unreachable!("blebatt never writes to a PowerMon")
+        }
+        async fn notification(&mut self) -> Result<Notification, LinkError> {
+            std::future::pending().await
+        }
+        fn drain(&mut self) -> usize {
+            0
+        }
+        async fn read(&mut self, from: Uuid) -> Result<Vec<u8>, LinkError> {
+            self.read_from.push(from);
+            if from != self.record {
+                return Err(LinkError::MissingCharacteristic("requested"));
+            }
+            let sim = PowermonSim {
+                voltage_v: 13.3,
+                current_a: -3.0,
+            };
+            Ok(sim.record(1.7e9))
+        }
+        async fn lost(&mut self) {
+            std::future::pending().await
+        }
+    }
+
+    fn offering(uuids: &[Uuid]) -> Vec<CharInfo> {
+        uuids
+            .iter()
+            .map(|&uuid| CharInfo {
+                uuid,
+                service: Uuid::nil(),
+                write_without_response: false,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_record_is_read_where_this_firmware_has_it() {
+        for record in RECORD_UUIDS {
+            let mut link = Fake {
+                record,
+                read_from: Vec::new(),
+            };
+            let mut session = PowermonSession::default();
+            session.start(&offering(&[Uuid::nil(), record])).unwrap();
+            let (reading, _) = session
+                .read(&mut link, Duration::from_secs(5))
+                .await
+                .unwrap();
+            assert!((13.0..13.5).contains(&reading.voltage1_v), "{reading:?}");
+            assert_eq!(link.read_from, [record]);
+        }
+        let err = PowermonSession::default()
+            .start(&offering(&[Uuid::nil()]))
+            .unwrap_err();
+        assert_eq!(err, LinkError::MissingCharacteristic("PowerMon record"));
+    }
+}
