@@ -1,5 +1,6 @@
 //! JBD / Overkill Solar / Xiaoxiang BMS: a notify + write conversation, register by register.
 
+pub mod auth;
 pub mod demo;
 pub mod fields;
 pub mod protocol;
