@@ -85,9 +85,13 @@ pub struct ScanArgs {
 
 /// The help of `--device`, naming every registered kind.
 fn device_flag_help() -> String {
+    let kinds: Vec<String> = devices::KINDS
+        .iter()
+        .map(|k| format!("{} ({})", k.name, k.title))
+        .collect();
     format!(
         "A device of any kind, KIND:NAME=MAC (repeatable); KIND is one of: {}",
-        devices::names().join(", ")
+        kinds.join(", ")
     )
 }
 

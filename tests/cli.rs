@@ -615,10 +615,14 @@ fn usage_errors_are_prefixed_and_exit_2() {
 #[test]
 fn the_device_flag_is_documented_with_every_kind_and_takes_each() {
     let names: Vec<&str> = blebatt::devices::KINDS.iter().map(|k| k.name).collect();
+    let listed: Vec<String> = blebatt::devices::KINDS
+        .iter()
+        .map(|k| format!("{} ({})", k.name, k.title))
+        .collect();
     let (code, help, _) = run(&["once", "--help"]);
     assert_eq!(code, 0);
     assert!(
-        help.contains(&format!("KIND is one of: {}", names.join(", "))),
+        help.contains(&format!("KIND is one of: {}", listed.join(", "))),
         "{help}"
     );
     // An unknown kind is a usage error (exit 2) naming the flag and the kinds, before any

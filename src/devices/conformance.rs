@@ -235,3 +235,45 @@ proptest! {
         }
     }
 }
+
+/// The README's table of a measurement: the rows after its `<measurement>,device=...` line.
+fn readme_table(measurement: &str) -> Vec<&'static str> {
+    const README: &str = include_str!("../../README.md");
+    README
+        .lines()
+        .skip_while(|l| !l.starts_with(&format!("`{measurement},device=")))
+        .skip(1)
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .collect()
+}
+
+#[test]
+fn the_readme_documents_every_schema_field_with_its_type_and_unit() {
+    for &kind in KINDS {
+        let table = readme_table(kind.measurement);
+        assert!(!table.is_empty(), "{kind}: no README table");
+        for spec in (kind.schema)() {
+            let shown = match spec.presence {
+                Presence::Numbered => format!("`{}_1`", spec.key),
+                _ => format!("`{}`", spec.key),
+            };
+            let row = table
+                .iter()
+                .find(|r| r.contains(&shown))
+                .unwrap_or_else(|| panic!("{kind}: the README's table has no {shown}"));
+            let ty = match spec.ty {
+                FieldType::Float => "float",
+                FieldType::Int => "integer",
+                FieldType::Bool => "boolean",
+                FieldType::Str => "string",
+            };
+            assert!(row.contains(ty), "{kind}: {shown} is a {ty}: {row}");
+            assert!(
+                row.contains(spec.unit),
+                "{kind}: {shown} is in {}: {row}",
+                spec.unit
+            );
+        }
+    }
+}
