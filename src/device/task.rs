@@ -118,7 +118,9 @@ impl DeviceHandle {
 }
 
 enum State {
-    Up,
+    /// Connected, with the kind's conversation over this connection (a new one on every
+    /// (re)connect).
+    Up(Box<dyn Session>),
     Down {
         retry_at: Instant,
         /// Un-jittered backoff of the last failed attempt (zero: none failed yet).
@@ -165,8 +167,6 @@ struct Task<L> {
     spec: Arc<DeviceSpec>,
     link: L,
     state: State,
-    /// The kind's conversation over this connection; a new one on every (re)connect.
-    session: Box<dyn Session>,
     noted: Noted,
     /// Polls in a row that got no reply.
     consecutive_timeouts: u32,
@@ -212,7 +212,6 @@ fn jittered(base: Duration, unit: f64) -> Duration {
 impl<L: Transport> Task<L> {
     fn new(spec: Arc<DeviceSpec>, link: L) -> Self {
         Task {
-            session: (spec.kind.session)(),
             spec,
             link,
             state: State::Down {
@@ -242,7 +241,7 @@ impl<L: Transport> Task<L> {
         loop {
             let retry_at = match self.state {
                 State::Down { retry_at, .. } => Some(retry_at),
-                State::Up => None,
+                State::Up(_) => None,
             };
             let up = retry_at.is_none();
             let next = tokio::select! {
@@ -296,8 +295,7 @@ impl<L: Transport> Task<L> {
         };
         match self.open().await {
             Ok(session) => {
-                self.state = State::Up;
-                self.session = session;
+                self.state = State::Up(session);
                 self.noted = Noted::default();
                 self.consecutive_timeouts = 0;
                 self.last_logged = None;
@@ -368,16 +366,18 @@ impl<L: Transport> Task<L> {
         {
             self.try_connect().await;
         }
-        if let State::Down { .. } = self.state {
-            return Err(DeviceError::Down {
-                device: self.spec.name.clone(),
-                address: self.spec.address.clone(),
-                hint: hint(self.spec.kind, &self.last_error),
-                last_error: self.last_error.clone(),
-            });
-        }
-        let timeout = self.spec.timeout;
-        match self.session.poll(&mut self.link, timeout).await {
+        let session = match &mut self.state {
+            State::Up(session) => session,
+            State::Down { .. } => {
+                return Err(DeviceError::Down {
+                    device: self.spec.name.clone(),
+                    address: self.spec.address.clone(),
+                    hint: hint(self.spec.kind, &self.last_error),
+                    last_error: self.last_error.clone(),
+                });
+            }
+        };
+        match session.poll(&mut self.link, self.spec.timeout).await {
             Ok((values, time_ns)) => {
                 self.consecutive_timeouts = 0;
                 if self.last_logged.take().is_some() {
