@@ -103,6 +103,11 @@ impl Value<'_> {
 pub trait Fields {
     /// Field `spec` (number `n`, 1-based, of a numbered family) has `value`.
     fn field(&mut self, spec: &FieldSpec, n: Option<usize>, value: Value<'_>);
+
+    /// An unnumbered field.
+    fn put(&mut self, spec: &FieldSpec, value: Value<'_>) {
+        self.field(spec, None, value);
+    }
 }
 
 /// Collects fields as (key, value) pairs: for tests and the `point` view.

@@ -87,55 +87,52 @@ pub fn schema() -> Vec<FieldSpec> {
 pub fn write(r: &JbdReading, out: &mut dyn Fields) {
     let info = &r.info;
     let cells = &r.cells;
-    let mut put = |spec: &FieldSpec, v: Value<'_>| out.field(spec, None, v);
-    put(&VOLTAGE, Value::Float(info.voltage_v));
-    put(&CURRENT, Value::Float(info.current_a));
-    put(&POWER, Value::Float(round(info.power_w(), 3)));
-    put(
+    out.put(&VOLTAGE, Value::Float(info.voltage_v));
+    out.put(&CURRENT, Value::Float(info.current_a));
+    out.put(&POWER, Value::Float(round(info.power_w(), 3)));
+    out.put(
         &REMAINING_CAPACITY,
         Value::Float(info.remaining_capacity_ah),
     );
-    put(&NOMINAL_CAPACITY, Value::Float(info.nominal_capacity_ah));
+    out.put(&NOMINAL_CAPACITY, Value::Float(info.nominal_capacity_ah));
     if let Some(soc) = info.soc_percent {
-        put(&SOC, Value::Int(soc.into()));
+        out.put(&SOC, Value::Int(soc.into()));
     }
-    put(&CYCLES, Value::Int(info.cycles.into()));
-    put(&CELL_COUNT, Value::Int(cells.volts.len() as i64));
+    out.put(&CYCLES, Value::Int(info.cycles.into()));
+    out.put(&CELL_COUNT, Value::Int(cells.volts.len() as i64));
     for (i, v) in cells.volts.iter().enumerate() {
         out.field(&CELL, Some(i + 1), Value::Float(*v));
     }
-    let mut put = |spec: &FieldSpec, v: Value<'_>| out.field(spec, None, v);
-    put(&CELL_MIN, Value::Float(cells.min()));
-    put(&CELL_MAX, Value::Float(cells.max()));
-    put(&CELL_AVG, Value::Float(round(cells.avg(), 4)));
-    put(&CELL_DELTA, Value::Float(round(cells.delta(), 3)));
+    out.put(&CELL_MIN, Value::Float(cells.min()));
+    out.put(&CELL_MAX, Value::Float(cells.max()));
+    out.put(&CELL_AVG, Value::Float(round(cells.avg(), 4)));
+    out.put(&CELL_DELTA, Value::Float(round(cells.delta(), 3)));
     for (i, t) in info.temperatures_c.iter().enumerate() {
         if let Some(t) = t {
             out.field(&TEMPERATURE, Some(i + 1), Value::Float(*t));
         }
     }
-    let mut put = |spec: &FieldSpec, v: Value<'_>| out.field(spec, None, v);
-    put(&BALANCING, Value::Int(info.balancing.into()));
-    put(&CHARGE_FET, Value::Bool(info.charge_fet_on));
-    put(&DISCHARGE_FET, Value::Bool(info.discharge_fet_on));
-    put(&PROTECTION, Value::Int(info.protection.0.into()));
+    out.put(&BALANCING, Value::Int(info.balancing.into()));
+    out.put(&CHARGE_FET, Value::Bool(info.charge_fet_on));
+    out.put(&DISCHARGE_FET, Value::Bool(info.discharge_fet_on));
+    out.put(&PROTECTION, Value::Int(info.protection.0.into()));
     for (spec, (_, on)) in PROTECTION_FLAGS.iter().zip(info.protection.flags()) {
-        put(spec, Value::Bool(on));
+        out.put(spec, Value::Bool(on));
     }
-    put(
+    out.put(
         &SOFTWARE_VERSION,
         Value::Str(&info.software_version_string()),
     );
     if let Some(date) = info.production_date {
-        put(&PRODUCTION_DATE, Value::Str(&date.to_string()));
+        out.put(&PRODUCTION_DATE, Value::Str(&date.to_string()));
     }
     if let Some(h) = info.v11.humidity_percent {
-        put(&HUMIDITY, Value::Int(h.into()));
+        out.put(&HUMIDITY, Value::Int(h.into()));
     }
     if let Some(a) = info.v11.alarm {
-        put(&ALARM, Value::Int(a.into()));
+        out.put(&ALARM, Value::Int(a.into()));
     }
     if let Some(c) = info.v11.full_charge_capacity_ah {
-        put(&FULL_CHARGE_CAPACITY, Value::Float(c));
+        out.put(&FULL_CHARGE_CAPACITY, Value::Float(c));
     }
 }

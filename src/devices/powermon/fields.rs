@@ -47,30 +47,29 @@ pub fn schema() -> Vec<FieldSpec> {
 
 /// The reading's fields, in schema order.
 pub fn write(r: &PowermonReading, out: &mut dyn Fields) {
-    let mut put = |spec: &FieldSpec, v: Value<'_>| out.field(spec, None, v);
-    put(&VOLTAGE1, Value::Float(r.voltage1_v));
-    put(&VOLTAGE2, Value::Float(r.voltage2_v));
-    put(&CURRENT, Value::Float(r.current_a));
-    put(&POWER, Value::Float(r.power_w));
-    put(&TEMPERATURE, Value::Float(r.temperature_c));
-    put(&COULOMB_METER, Value::Float(r.coulomb_meter_ah));
-    put(&ENERGY_METER, Value::Float(r.energy_meter_wh));
+    out.put(&VOLTAGE1, Value::Float(r.voltage1_v));
+    out.put(&VOLTAGE2, Value::Float(r.voltage2_v));
+    out.put(&CURRENT, Value::Float(r.current_a));
+    out.put(&POWER, Value::Float(r.power_w));
+    out.put(&TEMPERATURE, Value::Float(r.temperature_c));
+    out.put(&COULOMB_METER, Value::Float(r.coulomb_meter_ah));
+    out.put(&ENERGY_METER, Value::Float(r.energy_meter_wh));
     if let Some(soc) = r.soc_percent {
-        put(&SOC, Value::Int(soc.into()));
+        out.put(&SOC, Value::Int(soc.into()));
     }
     if let Some(up) = r.uptime_s {
-        put(&UPTIME, Value::Int(up.into()));
+        out.put(&UPTIME, Value::Int(up.into()));
     }
     if let Some(peak) = r.peak_current_a {
-        put(&PEAK_CURRENT, Value::Float(peak));
+        out.put(&PEAK_CURRENT, Value::Float(peak));
     }
     if let Some(ps) = r.power_status {
-        put(&POWER_STATUS, Value::Int(ps.into()));
+        out.put(&POWER_STATUS, Value::Int(ps.into()));
     }
     if let Some(rt) = r.runtime_min {
-        put(&RUNTIME, Value::Int(rt.into()));
+        out.put(&RUNTIME, Value::Int(rt.into()));
     }
     if let Some(fw) = &r.firmware_version {
-        put(&FIRMWARE_VERSION, Value::Str(fw));
+        out.put(&FIRMWARE_VERSION, Value::Str(fw));
     }
 }
