@@ -166,6 +166,11 @@ pub struct Caution {
 /// What a session's poll gives: the values and when the last reply byte arrived (Unix ns).
 pub type Polled = (Arc<dyn Values>, i64);
 
+/// A kind's typed reading and its time, as a session's poll gives them.
+pub fn polled(result: Result<(impl Values, i64), PollError>) -> Result<Polled, PollError> {
+    result.map(|(values, time_ns)| (Arc::new(values) as Arc<dyn Values>, time_ns))
+}
+
 /// The per-connection conversation with one device of a kind, over any transport.
 pub trait Session: Send {
     /// Right after a (re)connect: finds this kind's characteristics among those discovered and

@@ -1,7 +1,6 @@
 //! A JBD BMS over any transport: subscribe to its notify characteristic, write a read request
 //! per register, reassemble the notifications into the reply frame, verify, decode.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -11,7 +10,7 @@ use uuid::Uuid;
 use super::protocol::{
     self as jbd, BasicInfo, CellVoltages, Frame, JbdError, JbdReading, Reassembler, Register,
 };
-use crate::devices::{PollError, Polled, Session};
+use crate::devices::{PollError, Polled, Session, polled};
 use crate::reading::now_ns;
 use crate::transport::{CharInfo, Gatt, LinkError, WriteMode};
 
@@ -88,10 +87,7 @@ impl Session for JbdSession {
         link: &'a mut dyn Gatt,
         timeout: Duration,
     ) -> BoxFuture<'a, Result<Polled, PollError>> {
-        Box::pin(async move {
-            let (reading, time_ns) = poll_jbd(link, self, timeout).await?;
-            Ok((Arc::new(reading) as _, time_ns))
-        })
+        Box::pin(async move { polled(poll_jbd(link, self, timeout).await) })
     }
 }
 

@@ -1,13 +1,12 @@
 //! A PowerMon over any transport: one GATT read of its record characteristic per poll.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use uuid::Uuid;
 
 use super::protocol::{self, PowermonReading};
-use crate::devices::{PollError, Polled, Session};
+use crate::devices::{PollError, Polled, Session, polled};
 use crate::reading::now_ns;
 use crate::transport::{CharInfo, Gatt, LinkError};
 
@@ -75,10 +74,7 @@ impl Session for PowermonSession {
         link: &'a mut dyn Gatt,
         timeout: Duration,
     ) -> BoxFuture<'a, Result<Polled, PollError>> {
-        Box::pin(async move {
-            let (reading, time_ns) = self.read(link, timeout).await?;
-            Ok((Arc::new(reading) as _, time_ns))
-        })
+        Box::pin(async move { polled(self.read(link, timeout).await) })
     }
 }
 
