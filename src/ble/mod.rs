@@ -28,7 +28,7 @@ use uuid::Uuid;
 mod watchdog;
 
 use crate::device::DeviceSpec;
-use crate::devices::{self, Advertised};
+use crate::devices::{self, Advertised, Kind};
 use crate::transport::{
     Cause, CharInfo, Failure, FailureSender, LinkError, Notification, Transport, WriteMode,
 };
@@ -671,8 +671,8 @@ impl Transport for BleLink {
     }
 }
 
-/// The kind a scanned device looks like (see [`devices::recognise`]), or "unknown".
-pub fn classify(props: &PeripheralProperties) -> &'static str {
+/// The kind a scanned device looks like (see [`devices::recognise`]), if any.
+pub fn classify(props: &PeripheralProperties) -> Option<&'static Kind> {
     let name = props
         .local_name
         .as_deref()
@@ -682,7 +682,6 @@ pub fn classify(props: &PeripheralProperties) -> &'static str {
         name: &name,
         services: &props.services,
     })
-    .map_or("unknown", |k| k.name)
 }
 
 /// One device seen by [`scan`].
@@ -692,8 +691,8 @@ pub struct ScanRow {
     pub address: String,
     /// Signal strength, dBm, when BlueZ has one.
     pub rssi: Option<i16>,
-    /// What it looks like: see [`classify`].
-    pub kind: &'static str,
+    /// The kind it looks like, if any: see [`classify`].
+    pub kind: Option<&'static Kind>,
     /// Its advertised name (empty when none).
     pub name: String,
 }

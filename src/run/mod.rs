@@ -270,17 +270,18 @@ async fn scan(seconds: u64) -> anyhow::Result<i32> {
 fn write_scan_table(out: &mut impl Write, rows: &mut [crate::ble::ScanRow]) -> std::io::Result<()> {
     rows.sort_by_key(|r| {
         (
-            r.kind == "unknown",
+            r.kind.is_none(),
             std::cmp::Reverse(r.rssi.unwrap_or(i16::MIN)),
         )
     });
     writeln!(out, "{:<17}  {:>4}  {:<8}  NAME", "ADDRESS", "RSSI", "KIND")?;
     for r in rows.iter() {
         let rssi = r.rssi.map_or_else(|| "-".to_string(), |v| v.to_string());
+        let kind = r.kind.map_or("unknown", |k| k.name);
         writeln!(
             out,
             "{:<17}  {:>4}  {:<8}  {}",
-            r.address, rssi, r.kind, r.name
+            r.address, rssi, kind, r.name
         )?;
     }
     Ok(())
@@ -315,6 +316,7 @@ mod tests {
 
     #[test]
     fn the_scan_table_lists_known_kinds_first_then_by_signal() {
+        use crate::devices::{jbd, powermon};
         let row = |address: &str, rssi, kind, name: &str| crate::ble::ScanRow {
             address: address.into(),
             rssi,
@@ -322,10 +324,20 @@ mod tests {
             name: name.into(),
         };
         let mut rows = [
-            row("AA:00:00:00:00:01", Some(-40), "unknown", "tv"),
-            row("AA:00:00:00:00:02", None, "jbd", "SP04S034"),
-            row("AA:00:00:00:00:03", Some(-70), "powermon", "PowerMon"),
-            row("AA:00:00:00:00:04", Some(-55), "jbd", "xiaoxiang"),
+            row("AA:00:00:00:00:01", Some(-40), None, "tv"),
+            row("AA:00:00:00:00:02", None, Some(&jbd::KIND), "SP04S034"),
+            row(
+                "AA:00:00:00:00:03",
+                Some(-70),
+                Some(&powermon::KIND),
+                "PowerMon",
+            ),
+            row(
+                "AA:00:00:00:00:04",
+                Some(-55),
+                Some(&jbd::KIND),
+                "xiaoxiang",
+            ),
         ];
         let mut out = Vec::new();
         super::write_scan_table(&mut out, &mut rows).unwrap();
