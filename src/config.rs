@@ -5,6 +5,7 @@
 //! There is deliberately no option that writes to a device (MOSFET control, settings):
 //! blebatt is read-only, and unknown keys are rejected.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use toml::Spanned;
 
 use crate::device::DeviceSpec;
 use crate::devices::{self, Kind};
+use crate::secret::{Passkey, Secret};
 
 /// Default bound on each reply and BlueZ call.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -112,6 +114,45 @@ struct FileDevice {
     timeout: Option<Duration>,
     #[serde(default)]
     adapter: Option<String>,
+    /// The device's app password (kinds that have one: JBD). A secret.
+    #[serde(default)]
+    password: Option<Spanned<PasswordText>>,
+    /// The BLE pairing passkey: `123456` or `"123456"`. A secret.
+    #[serde(default)]
+    passkey: Option<Spanned<PasskeyText>>,
+}
+
+/// A `password` as written: a string. Anything else is refused without echoing it (serde's
+/// own message would quote the value).
+#[derive(Debug)]
+struct PasswordText(String);
+
+impl<'de> Deserialize<'de> for PasswordText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match toml::Value::deserialize(d) {
+            Ok(toml::Value::String(s)) => Ok(PasswordText(s)),
+            _ => Err(serde::de::Error::custom(
+                "password: write it as a quoted string, e.g. password = \"123456\"",
+            )),
+        }
+    }
+}
+
+/// A `passkey` as written: a number or a string of six digits.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum PasskeyText {
+    Number(i64),
+    Text(String),
+}
+
+impl PasskeyText {
+    fn parse(&self) -> Result<Passkey, String> {
+        match self {
+            PasskeyText::Number(n) => Passkey::from_number(*n),
+            PasskeyText::Text(t) => Passkey::parse(t),
+        }
+    }
 }
 
 /// A `kind = "..."` value: a name in the registry ([`devices::KINDS`]).
@@ -230,6 +271,8 @@ pub fn parse_cli_device(flag: &DeviceFlag, timeout: Duration) -> Result<DeviceSp
         address,
         timeout,
         adapter: None,
+        password: None,
+        passkey: None,
     })
 }
 
@@ -243,7 +286,8 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
     };
     let file = std::fs::File::open(path).map_err(|e| err(format!("cannot read: {e}")))?;
     let mut bytes = Vec::new();
-    file.take(FILE_MAX_BYTES + 1)
+    (&file)
+        .take(FILE_MAX_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| err(format!("cannot read: {e}")))?;
     if bytes.len() as u64 > FILE_MAX_BYTES {
@@ -254,7 +298,33 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
     }
     let text = String::from_utf8(bytes)
         .map_err(|_| err("not UTF-8 text (fix: save it as UTF-8 TOML)".into()))?;
-    parse_str(&text, path)
+    let cfg = parse_str(&text, path)?;
+    let mode = file
+        .metadata()
+        .map_err(|e| err(format!("cannot read: {e}")))?
+        .permissions()
+        .mode();
+    check_secrets_private(&cfg, mode).map_err(err)?;
+    Ok(cfg)
+}
+
+/// Permission bit: readable by every user.
+const OTHERS_READ: u32 = 0o004;
+
+/// A file holding a password or passkey must not be readable by every user of the machine.
+/// Group-readable is fine: Telegraf reads it through its group.
+fn check_secrets_private(cfg: &Config, mode: u32) -> Result<(), String> {
+    let holds_secrets = cfg
+        .devices
+        .iter()
+        .any(|d| d.password.is_some() || d.passkey.is_some());
+    if holds_secrets && mode & OTHERS_READ != 0 {
+        return Err(format!(
+            "holds a password or passkey and is readable by every user (mode {:03o}) (fix: `chmod 640` it, and `chgrp telegraf` it when Telegraf runs blebatt)",
+            mode & 0o777
+        ));
+    }
+    Ok(())
 }
 
 /// For `config check`: the file alone must configure at least one device.
@@ -364,12 +434,45 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
                 ),
             });
         }
+        let kind = d.kind.0;
+        // Secrets: the errors name the key and the line, never the value.
+        let password = match &d.password {
+            None => None,
+            Some(p) => {
+                let check = kind.password.ok_or_else(|| ConfigError {
+                    location: at(p.span()),
+                    message: format!(
+                        "password: {kind} devices have no password (fix: remove the key)"
+                    ),
+                })?;
+                check(&p.get_ref().0).map_err(|e| ConfigError {
+                    location: at(p.span()),
+                    message: format!("password: {e}"),
+                })?;
+                Some(Secret::new(p.get_ref().0.as_str()))
+            }
+        };
+        let passkey = match &d.passkey {
+            None => None,
+            Some(p) if !kind.pairing => {
+                return Err(ConfigError {
+                    location: at(p.span()),
+                    message: format!("passkey: {kind} devices do not pair (fix: remove the key)"),
+                });
+            }
+            Some(p) => Some(p.get_ref().parse().map_err(|e| ConfigError {
+                location: at(p.span()),
+                message: format!("passkey: {e}"),
+            })?),
+        };
         devices.push(DeviceSpec {
             name,
-            kind: d.kind.0,
+            kind,
             address,
             timeout,
             adapter: d.adapter.clone(),
+            password,
+            passkey,
         });
     }
     Ok(Config {
@@ -577,6 +680,137 @@ adapter = "hci1"
         assert!(parse_interval_flag("0s").is_err());
         assert!(parse_interval_flag("1000years").is_err());
         assert_eq!(parse_interval_flag("10s"), Ok(Duration::from_secs(10)));
+    }
+
+    const SECRETS: &str = r#"
+[[device]]
+name = "house"
+kind = "jbd"
+address = "A4:C1:38:12:34:56"
+password = "a1B2c3"
+
+[[device]]
+name = "garage"
+kind = "jbd"
+address = "A4:C1:38:12:34:57"
+passkey = 012345
+
+[[device]]
+name = "shed"
+kind = "jbd"
+address = "A4:C1:38:12:34:58"
+passkey = "012345"
+"#;
+
+    #[test]
+    fn passwords_and_passkeys_are_read_and_never_shown() {
+        // TOML has no leading zeros in integers: 012345 is refused by TOML itself.
+        assert!(parse(SECRETS).is_err());
+        let c = parse(&SECRETS.replace("passkey = 012345", "passkey = 12345")).unwrap();
+        assert_eq!(c.devices[0].password.as_ref().unwrap().expose(), "a1B2c3");
+        assert_eq!(c.devices[0].passkey, None);
+        assert_eq!(c.devices[1].passkey.unwrap().value(), 12_345);
+        assert_eq!(c.devices[2].passkey.unwrap().value(), 12_345);
+        assert_eq!(c.devices[1].password, None);
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("a1B2c3") && !shown.contains("12345"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn bad_secrets_are_refused_naming_the_key_and_line_but_not_the_value() {
+        let good = SECRETS.replace("passkey = 012345", "passkey = 12345");
+        for (from, to, line, says) in [
+            (
+                "\"a1B2c3\"",
+                "\"a1B2c\"",
+                6,
+                "password: a JBD Bluetooth password is exactly 6",
+            ),
+            ("\"a1B2c3\"", "\"a1B2c3!\"", 6, "password:"),
+            ("\"a1B2c3\"", "\"a1B2-3\"", 6, "password:"),
+            (
+                "passkey = 12345",
+                "passkey = 1234567",
+                12,
+                "passkey: a passkey is six digits",
+            ),
+            (
+                "passkey = \"012345\"",
+                "passkey = \"12345x\"",
+                18,
+                "passkey: a passkey is six digits",
+            ),
+        ] {
+            let text = good.replace(from, to);
+            let e = parse(&text).unwrap_err();
+            assert_eq!(e.location, format!("blebatt.toml line {line}"), "{to}: {e}");
+            assert!(e.message.starts_with(says), "{to}: {e}");
+            let value = to.split('=').next_back().unwrap().trim().trim_matches('"');
+            assert!(!e.to_string().contains(value), "{e}");
+        }
+    }
+
+    #[test]
+    fn kinds_without_a_password_or_pairing_refuse_those_keys() {
+        let pm = "[[device]]\nname = \"s\"\nkind = \"powermon\"\naddress = \"C0:11:22:33:44:55\"\n";
+        let e = parse(&format!("{pm}password = \"123456\"\n")).unwrap_err();
+        assert_eq!(e.location, "blebatt.toml line 5");
+        assert!(
+            e.message.contains("powermon devices have no password"),
+            "{e}"
+        );
+        let e = parse(&format!("{pm}passkey = 123456\n")).unwrap_err();
+        assert!(e.message.contains("powermon devices do not pair"), "{e}");
+    }
+
+    #[test]
+    fn secrets_of_the_wrong_type_are_refused_without_their_value() {
+        let dev = "[[device]]\nname = \"h\"\nkind = \"jbd\"\naddress = \"A4:C1:38:12:34:56\"\n";
+        for (line, says) in [
+            ("password = 246813", "write it as a quoted string"),
+            ("password = [\"246813\"]", "write it as a quoted string"),
+            ("passkey = 246.813", ""),
+            ("passkey = true", ""),
+            ("passkey = 024681", ""),
+        ] {
+            let e = parse(&format!("{dev}{line}\n")).unwrap_err();
+            assert_eq!(e.location, "blebatt.toml line 5", "{line}: {e}");
+            assert!(e.message.contains(says), "{line}: {e}");
+            for secret in ["246813", "246.813", "24681"] {
+                assert!(!e.message.contains(secret), "{line}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_file_holding_secrets_must_not_be_readable_by_everyone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("blebatt.toml");
+        std::fs::write(
+            &path,
+            SECRETS.replace("passkey = 012345", "passkey = 12345"),
+        )
+        .unwrap();
+        let chmod =
+            |mode| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        chmod(0o644);
+        let e = load_file(&path).unwrap_err();
+        assert!(
+            e.message.contains("readable by every user (mode 644)"),
+            "{e}"
+        );
+        assert!(e.message.contains("chmod 640"), "{e}");
+        for private in [0o640, 0o600, 0o660, 0o440] {
+            chmod(private);
+            assert!(load_file(&path).is_ok(), "{private:o}");
+        }
+        // Without secrets, a world-readable file is fine.
+        std::fs::write(&path, GOOD).unwrap();
+        chmod(0o644);
+        assert!(load_file(&path).is_ok());
     }
 
     #[test]

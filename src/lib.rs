@@ -21,6 +21,7 @@ pub mod logging;
 pub mod output;
 pub mod reading;
 pub mod run;
+pub mod secret;
 pub mod transport;
 
 #[cfg(test)]

@@ -22,6 +22,8 @@ pub trait Peripheral: Send + 'static {
     fn write(&mut self, characteristic: Uuid, data: &[u8], t: f64) -> Vec<Notification>;
     /// A read of `characteristic` at time `t`; `None` when it cannot be read.
     fn read(&mut self, characteristic: Uuid, t: f64) -> Option<Vec<u8>>;
+    /// A new connection: per-connection state (e.g. an accepted password) starts over.
+    fn connected(&mut self) {}
 }
 
 /// One built-in demo device of a kind.
@@ -30,6 +32,8 @@ pub struct DemoDevice {
     pub name: &'static str,
     pub address: &'static str,
     pub peripheral: Box<dyn Peripheral>,
+    /// The password it wants (configured on its spec, as a user would in the config file).
+    pub password: Option<&'static str>,
 }
 
 /// Seconds since the Unix epoch, as f64: the demo's clock.
@@ -83,6 +87,7 @@ impl DemoLink {
 impl Transport for DemoLink {
     async fn connect(&mut self) -> Result<Vec<CharInfo>, LinkError> {
         self.connected = true;
+        self.peripheral.connected();
         Ok(self.peripheral.characteristics())
     }
 
@@ -200,6 +205,7 @@ mod tests {
             cell_mv: 3300.0,
             current_a: 1.0,
             ntc_count: 2,
+            lock: None,
         }));
         let ask = jbd::read_request(Register::BasicInfo);
         link.connect().await.unwrap();

@@ -11,6 +11,7 @@ pub use task::{DeviceError, DeviceHandle, spawn};
 
 use crate::devices::Kind;
 pub use crate::devices::PollError;
+use crate::secret::{Passkey, Secret};
 
 /// What the user configured for one device.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,4 +25,8 @@ pub struct DeviceSpec {
     pub timeout: Duration,
     /// BlueZ adapter name (e.g. `hci1`), when not the first one.
     pub adapter: Option<String>,
+    /// The device's app password (`password`, for kinds that have one), sent only to it.
+    pub password: Option<Secret>,
+    /// The passkey to pair with (`passkey`), for devices that require BLE pairing.
+    pub passkey: Option<Passkey>,
 }

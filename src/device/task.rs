@@ -314,7 +314,6 @@ impl<L: Transport> Task<L> {
             Err(e) => {
                 let base = next_base(base);
                 let delay = jittered(base, fastrand::f64());
-                let e = PollError::Link(e);
                 // Log the first failure of a run at warning level, repeats at debug.
                 if self.last_error != e || base == BACKOFF_START {
                     log::warn!(
@@ -339,9 +338,9 @@ impl<L: Transport> Task<L> {
 
     /// Connects, and has a fresh session of the device's kind find and subscribe its
     /// characteristics: a device without them has not connected.
-    async fn open(&mut self) -> Result<Box<dyn Session>, LinkError> {
+    async fn open(&mut self) -> Result<Box<dyn Session>, PollError> {
         let found = self.link.connect().await?;
-        let mut session = (self.spec.kind.session)();
+        let mut session = (self.spec.kind.session)(&self.spec);
         session.open(&mut self.link, &found).await?;
         Ok(session)
     }

@@ -67,6 +67,8 @@ async fn every_kinds_demo_devices_through_its_session_print_exactly_its_schema()
                 address: d.address.into(),
                 timeout: Duration::from_secs(5),
                 adapter: None,
+                password: d.password.map(crate::secret::Secret::new),
+                passkey: None,
             };
             // The generic device task over the demo transport: the kind's real session.
             let handle = device::spawn(spec, DemoLink::new(d.peripheral));

@@ -33,6 +33,7 @@ pub use protocol::Omitted;
 pub use schema::{FieldSpec, FieldType, Fields, Presence, Value};
 
 use crate::demo::DemoDevice;
+use crate::device::DeviceSpec;
 use crate::transport::{CharInfo, Gatt, LinkError};
 
 /// Every kind blebatt knows, in the order `--demo` and `scan` list them.
@@ -51,8 +52,12 @@ pub struct Kind {
     pub tags: &'static [&'static str],
     /// The measurement's fields, in the order they are printed.
     pub schema: fn() -> Vec<FieldSpec>,
-    /// A fresh per-connection session.
-    pub session: fn() -> Box<dyn Session>,
+    /// A fresh per-connection session for the configured device.
+    pub session: fn(&DeviceSpec) -> Box<dyn Session>,
+    /// Checks a configured `password`; `None`: this kind has no password (the key is refused).
+    pub password: Option<CheckFn>,
+    /// Whether this kind's devices may require BLE passkey pairing (the `passkey` key).
+    pub pairing: bool,
     /// Whether an advertising device looks like this kind (for `scan`).
     pub looks_like: fn(&Advertised<'_>) -> bool,
     /// `blebatt decode <kind>`.
@@ -117,6 +122,9 @@ pub struct Decoder {
     pub run: DecodeFn,
 }
 
+/// Checks a configured value; the error says what a valid one looks like, never the value.
+pub type CheckFn = fn(&str) -> Result<(), String>;
+
 /// See [`Decoder::run`]; the error is one line for the user.
 pub type DecodeFn = fn(&[String]) -> Result<Box<dyn Values>, String>;
 
@@ -173,13 +181,14 @@ pub fn polled(result: Result<(impl Values, i64), PollError>) -> Result<Polled, P
 
 /// The per-connection conversation with one device of a kind, over any transport.
 pub trait Session: Send {
-    /// Right after a (re)connect: finds this kind's characteristics among those discovered and
-    /// subscribes what it needs. An error here is a failed connect.
+    /// Right after a (re)connect: finds this kind's characteristics among those discovered,
+    /// subscribes what it needs and authenticates where the device wants it. An error here is
+    /// a failed connect.
     fn open<'a>(
         &'a mut self,
         link: &'a mut dyn Gatt,
         found: &'a [CharInfo],
-    ) -> BoxFuture<'a, Result<(), LinkError>>;
+    ) -> BoxFuture<'a, Result<(), PollError>>;
     /// One poll: request, reassemble, verify, decode. Each reply is bounded by `timeout`.
     fn poll<'a>(
         &'a mut self,
@@ -199,9 +208,13 @@ pub enum PollError {
         request: &'static str,
         after: Duration,
     },
-    /// The device answered, and the answer does not decode.
+    /// The device answered, and the answer does not decode (or refuses, e.g. a password).
     #[error(transparent)]
     Decode(DecodeError),
+    /// The device echoes what is written instead of answering: its firmware wants BLE pairing
+    /// (with a passkey) before it talks.
+    #[error("it requires Bluetooth pairing (it echoes each request back instead of answering)")]
+    PairingRequired,
 }
 
 impl PollError {

@@ -142,6 +142,8 @@ pub fn demo_devices(timeout: Duration) -> Vec<(DeviceSpec, DemoLink)> {
                     address: d.address.into(),
                     timeout,
                     adapter: None,
+                    password: d.password.map(crate::secret::Secret::new),
+                    passkey: None,
                 };
                 (spec, DemoLink::new(d.peripheral))
             })

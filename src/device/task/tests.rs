@@ -228,6 +228,8 @@ fn spec() -> DeviceSpec {
         address: "AA:BB:CC:DD:EE:03".into(),
         timeout: Duration::from_secs(5),
         adapter: None,
+        password: None,
+        passkey: None,
     }
 }
 

@@ -148,6 +148,32 @@ pub fn parse_answer(bytes: &[u8]) -> Option<Answer> {
     }
 }
 
+/// How the handshake fails, by identity (the hints match on these).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// 0x18 answered NACK.
+    #[error("wrong Bluetooth password: the BMS refused it")]
+    WrongPassword,
+    /// 0x15 answered neither "password required" nor "no password".
+    #[error("the BMS refused the app key (answer 0x{0:02X})")]
+    AppKeyRefused(u8),
+}
+
+/// The address's six bytes in display order (`A4:C1:37:04:2D:BE` -> `A4 C1 37 04 2D BE`), as
+/// the encryption takes them; `None` unless it is six hex pairs separated by `:`.
+pub fn mac_bytes(address: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = address.split(':');
+    for b in &mut out {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -241,6 +267,22 @@ mod tests {
             "FF AA 15 06 30 30 30 30 30 30 3B", // an echo of the app key
         ] {
             assert_eq!(parse_answer(&hex(not)), None, "{not}");
+        }
+    }
+
+    #[test]
+    fn addresses_become_their_bytes_in_display_order() {
+        assert_eq!(mac_bytes("A4:C1:37:04:2D:BE"), Some(MAC_A));
+        assert_eq!(mac_bytes("10:a5:62:32:75:36"), Some(MAC_B));
+        for bad in [
+            "",
+            "A4:C1:37:04:2D",
+            "A4:C1:37:04:2D:BE:00",
+            "A4:C1:37:04:2D:B",
+            "A4-C1-37-04-2D-BE",
+            "G4:C1:37:04:2D:BE",
+        ] {
+            assert_eq!(mac_bytes(bad), None, "{bad:?}");
         }
     }
 

@@ -1,8 +1,10 @@
 //! The simulated JBD BMS of `--demo`: answers read requests on ff02 with the reply frames a
-//! real BMS sends, in 20-byte notifications on ff01.
+//! real BMS sends, in 20-byte notifications on ff01. One of the demo packs has a dongle that
+//! wants its app password (the `FF AA` handshake) before it answers, as many sold since 2023.
 
 use uuid::Uuid;
 
+use super::auth::{self, Command, Password};
 use super::protocol;
 use crate::demo::{DemoDevice, NOTIFICATION_BYTES, Peripheral, wave};
 use crate::transport::{CharInfo, Notification};
@@ -18,6 +20,64 @@ pub struct JbdSim {
     /// Mean current, A (negative = discharging).
     pub current_a: f64,
     pub ntc_count: usize,
+    /// A dongle that wants its app password before it answers.
+    pub lock: Option<PasswordLock>,
+}
+
+/// The dongle side of the `FF AA` handshake: answers read requests only once the password
+/// (encrypted with its address and the random byte it gave) and the root password arrived,
+/// on this connection.
+#[derive(Debug, Clone)]
+pub struct PasswordLock {
+    pub mac: [u8; 6],
+    pub password: &'static str,
+    /// The last random byte handed out.
+    random: u8,
+    user_ok: bool,
+    unlocked: bool,
+}
+
+impl PasswordLock {
+    pub fn new(mac: [u8; 6], password: &'static str) -> Self {
+        PasswordLock {
+            mac,
+            password,
+            random: 0x5C,
+            user_ok: false,
+            unlocked: false,
+        }
+    }
+
+    /// The answer to a handshake frame (`None`: not one).
+    fn answer(&mut self, frame: &[u8], t: f64) -> Option<Vec<u8>> {
+        let answer = |command, value| Some(auth::encode(command, &[value]));
+        match frame {
+            [0xFF, 0xAA, 0x15, ..] if frame == auth::app_key_frame() => {
+                answer(Command::AppKey, auth::ACK)
+            }
+            [0xFF, 0xAA, 0x17, ..] => {
+                self.random = self.random.wrapping_mul(31).wrapping_add((t * 1e3) as u8);
+                answer(Command::Random, self.random)
+            }
+            [0xFF, 0xAA, 0x18, ..] => {
+                let password = Password::parse(self.password).ok()?;
+                self.user_ok = frame == auth::user_password_frame(self.mac, self.random, &password);
+                answer(
+                    Command::UserPassword,
+                    if self.user_ok { auth::ACK } else { auth::NACK },
+                )
+            }
+            [0xFF, 0xAA, 0x1D, ..] => {
+                let ok = frame == auth::root_password_frame(self.mac, self.random);
+                self.unlocked = self.user_ok && ok;
+                answer(
+                    Command::RootPassword,
+                    if ok { auth::ACK } else { auth::NACK },
+                )
+            }
+            _ => None,
+        }
+    }
 }
 
 impl JbdSim {
@@ -98,30 +158,56 @@ impl Peripheral for JbdSim {
     }
 
     fn write(&mut self, characteristic: Uuid, data: &[u8], t: f64) -> Vec<Notification> {
+        if characteristic != protocol::WRITE_UUID {
+            return Vec::new();
+        }
+        let notify = |value: Vec<u8>| Notification {
+            characteristic: protocol::NOTIFY_UUID,
+            value,
+        };
+        // A dongle without a password does not answer handshake frames.
+        if let Some(lock) = &mut self.lock {
+            if let Some(answer) = lock.answer(data, t) {
+                return vec![notify(answer)];
+            }
+            if !lock.unlocked {
+                return Vec::new();
+            }
+        }
         // Like the BMS: answer read requests, ignore anything else.
         match protocol::parse_read_request(data) {
-            Some(register) if characteristic == protocol::WRITE_UUID => self
+            Some(register) => self
                 .reply(register, t)
                 .chunks(NOTIFICATION_BYTES)
-                .map(|c| Notification {
-                    characteristic: protocol::NOTIFY_UUID,
-                    value: c.to_vec(),
-                })
+                .map(|c| notify(c.to_vec()))
                 .collect(),
-            _ => Vec::new(),
+            None => Vec::new(),
         }
     }
 
     fn read(&mut self, _: Uuid, _: f64) -> Option<Vec<u8>> {
         None
     }
+
+    fn connected(&mut self) {
+        if let Some(lock) = &mut self.lock {
+            lock.user_ok = false;
+            lock.unlocked = false;
+        }
+    }
 }
 
-/// The demo's packs: a 4-cell 12 V LiFePO4 pack and a 16-cell 48 V one.
+/// The demo 48 V pack's dongle wants this password (configured on its spec, as a user would).
+pub const DEMO_PASSWORD: &str = "123456";
+const DEMO_48V_MAC: [u8; 6] = [0xDE, 0xAD, 0xBE, 0xEF, 0x00, 0x02];
+
+/// The demo's packs: a 4-cell 12 V LiFePO4 pack and a 16-cell 48 V one whose dongle wants the
+/// app password.
 pub fn devices() -> Vec<DemoDevice> {
     vec![
         DemoDevice {
             name: "demo-12v",
+            password: None,
             address: "DE:AD:BE:EF:00:01",
             peripheral: Box::new(JbdSim {
                 cells: 4,
@@ -130,10 +216,12 @@ pub fn devices() -> Vec<DemoDevice> {
                 cell_mv: 3320.0,
                 current_a: -4.2,
                 ntc_count: 2,
+                lock: None,
             }),
         },
         DemoDevice {
             name: "demo-48v",
+            password: Some(DEMO_PASSWORD),
             address: "DE:AD:BE:EF:00:02",
             peripheral: Box::new(JbdSim {
                 cells: 16,
@@ -142,6 +230,7 @@ pub fn devices() -> Vec<DemoDevice> {
                 cell_mv: 3305.0,
                 current_a: 12.5,
                 ntc_count: 4,
+                lock: Some(PasswordLock::new(DEMO_48V_MAC, DEMO_PASSWORD)),
             }),
         },
     ]
@@ -161,6 +250,7 @@ mod tests {
             cell_mv: 3305.0,
             current_a: 12.5,
             ntc_count: 4,
+            lock: None,
         };
         for t in [0.0, 1234.5, 1.7e9] {
             let mut r = Reassembler::new();

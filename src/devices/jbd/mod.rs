@@ -20,7 +20,9 @@ pub static KIND: Kind = Kind {
     measurement: fields::MEASUREMENT,
     tags: &[fields::MODEL_TAG],
     schema: fields::schema,
-    session: || Box::new(session::JbdSession::new()),
+    session: |spec| Box::new(session::JbdSession::for_device(spec)),
+    password: Some(|text| auth::Password::parse(text).map(drop)),
+    pairing: true,
     looks_like,
     decode: Decoder {
         about: "Notifications or whole frames of a JBD BMS (0x03, 0x04, optionally 0x05), in the \

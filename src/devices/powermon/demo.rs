@@ -60,6 +60,7 @@ impl Peripheral for PowermonSim {
 /// The demo's shunt.
 pub fn devices() -> Vec<DemoDevice> {
     vec![DemoDevice {
+        password: None,
         name: "demo-shunt",
         address: "DE:AD:BE:EF:00:03",
         peripheral: Box::new(PowermonSim {

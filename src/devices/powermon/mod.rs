@@ -18,7 +18,9 @@ pub static KIND: Kind = Kind {
     measurement: fields::MEASUREMENT,
     tags: &[],
     schema: fields::schema,
-    session: || Box::new(session::PowermonSession::default()),
+    session: |_| Box::new(session::PowermonSession::default()),
+    password: None,
+    pairing: false,
     looks_like,
     decode: Decoder {
         about: "One PowerMon record (52 bytes, or 54 COBS-framed); prints one powermon line",

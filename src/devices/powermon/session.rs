@@ -65,8 +65,8 @@ impl Session for PowermonSession {
         &'a mut self,
         _link: &'a mut dyn Gatt,
         found: &'a [CharInfo],
-    ) -> BoxFuture<'a, Result<(), LinkError>> {
-        Box::pin(async move { self.start(found) })
+    ) -> BoxFuture<'a, Result<(), PollError>> {
+        Box::pin(async move { Ok(self.start(found)?) })
     }
 
     fn poll<'a>(

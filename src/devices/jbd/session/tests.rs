@@ -43,6 +43,13 @@ struct FakeBms {
     writes_to: Vec<(Uuid, WriteMode)>,
     /// The characteristic the notifications come from.
     notifies_on: Uuid,
+    /// Per `FF AA` command: the notifications the dongle sends for each, in turn (none left:
+    /// silence).
+    handshake: HashMap<u8, VecDeque<Vec<Vec<u8>>>>,
+    /// Every `FF AA` frame written, in order.
+    handshake_written: Vec<Vec<u8>>,
+    /// Pairing firmware: every write comes back as it was written, and nothing else.
+    echoes: bool,
 }
 
 impl Default for FakeBms {
@@ -55,6 +62,9 @@ impl Default for FakeBms {
             subscribed: Vec::new(),
             writes_to: Vec::new(),
             notifies_on: jbd::NOTIFY_UUID,
+            handshake: HashMap::new(),
+            handshake_written: Vec::new(),
+            echoes: false,
         }
     }
 }
@@ -85,6 +95,20 @@ impl Transport for FakeBms {
 
     async fn write(&mut self, to: Uuid, data: &[u8], mode: WriteMode) -> Result<(), LinkError> {
         self.writes_to.push((to, mode));
+        if self.echoes {
+            self.queue.push_back(data.to_vec());
+        }
+        if let [0xFF, 0xAA, command, ..] = *data {
+            self.handshake_written.push(data.to_vec());
+            if let Some(answer) = self
+                .handshake
+                .get_mut(&command)
+                .and_then(VecDeque::pop_front)
+            {
+                self.queue.extend(answer);
+            }
+            return Ok(());
+        }
         let register = jbd::parse_read_request(data).expect("only read requests are written");
         self.asked.push(register);
         if let Some(e) = self.write_fails.remove(&register) {
@@ -359,7 +383,10 @@ async fn a_device_without_a_whole_jbd_pair_is_not_a_jbd() {
         (jbd::ALT_WRITE_UUID, jbd::ALT_SERVICE_UUID, true),
     ]);
     let err = JbdSession::new().start(&mut bms, &chars).await.unwrap_err();
-    assert!(matches!(err, LinkError::MissingCharacteristic(_)), "{err}");
+    assert!(
+        matches!(err, PollError::Link(LinkError::MissingCharacteristic(_))),
+        "{err}"
+    );
     assert!(bms.subscribed.is_empty(), "nothing subscribed");
 }
 
@@ -382,4 +409,250 @@ async fn notifications_of_another_characteristic_are_not_replies() {
         ),
         "{err:?}"
     );
+}
+
+// The `FF AA` handshake, on the captures' values (shared/notes/next-wave.md 1a): BMS
+// a4:c1:37:04:2d:be, password 123412, random byte 0x61 both times.
+
+const CAPTURED_MAC: [u8; 6] = [0xA4, 0xC1, 0x37, 0x04, 0x2D, 0xBE];
+const CAPTURED_APP_KEY: &str = "FF AA 15 06 30 30 30 30 30 30 3B";
+const CAPTURED_RANDOM_REQUEST: &str = "FF AA 17 00 17";
+const CAPTURED_PASSWORD_123412: &str = "FF AA 18 06 F6 54 65 91 7D ED C8";
+const CAPTURED_ROOT: &str = "FF AA 1D 0F 4F E4 D4 C7 BA 2F D8 C5 82 A1 84 93 91 93 94 72";
+const APP_KEY_ACCEPTED: &str = "FF AA 15 01 00 16";
+const RANDOM_61: &str = "FF AA 17 01 61 79";
+const PASSWORD_ACK: &str = "FF AA 18 01 00 19";
+const PASSWORD_NACK: &str = "FF AA 18 01 01 1A";
+const ROOT_ACK: &str = "FF AA 1D 01 00 1E";
+
+fn credentials(password: &str) -> Credentials {
+    Credentials {
+        mac: CAPTURED_MAC,
+        password: Password::parse(password).unwrap(),
+    }
+}
+
+fn ff01_ff02() -> Vec<CharInfo> {
+    found(&[
+        (jbd::NOTIFY_UUID, jbd::SERVICE_UUID, false),
+        (jbd::WRITE_UUID, jbd::SERVICE_UUID, true),
+    ])
+}
+
+impl FakeBms {
+    fn says(self, command: u8, answer: &str) -> Self {
+        self.sends(command, &[answer])
+    }
+
+    fn sends(mut self, command: u8, notifications: &[&str]) -> Self {
+        self.handshake
+            .entry(command)
+            .or_default()
+            .push_back(notifications.iter().map(|n| hex(n)).collect());
+        self
+    }
+
+    /// A dongle that wants the password 123412 and gives random byte 0x61.
+    fn locked(self, password_answer: &str) -> Self {
+        self.says(0x15, APP_KEY_ACCEPTED)
+            .says(0x17, RANDOM_61)
+            .says(0x18, password_answer)
+            .says(0x17, RANDOM_61)
+            .says(0x1D, ROOT_ACK)
+    }
+
+    fn handshake_commands(&self) -> Vec<u8> {
+        self.handshake_written.iter().map(|f| f[2]).collect()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_right_password_sends_the_captured_frames_then_polls() {
+    let mut bms = named_bms()
+        .locked(PASSWORD_ACK)
+        .answers(Register::BasicInfo, notifications(&hex(REAL_4S_INFO)))
+        .answers(Register::CellVoltages, notifications(&hex(REAL_4S_CELLS)));
+    let mut session = JbdSession::new().with_credentials(credentials("123412"), TIMEOUT);
+    session.start(&mut bms, &ff01_ff02()).await.unwrap();
+    let expected: Vec<Vec<u8>> = [
+        CAPTURED_APP_KEY,
+        CAPTURED_RANDOM_REQUEST,
+        CAPTURED_PASSWORD_123412,
+        CAPTURED_RANDOM_REQUEST,
+        CAPTURED_ROOT,
+    ]
+    .into_iter()
+    .map(hex)
+    .collect();
+    assert_eq!(bms.handshake_written, expected);
+    assert!(
+        bms.asked.is_empty(),
+        "no DD request before the handshake ends"
+    );
+    let (reading, _) = poll_jbd(&mut bms, &mut session, TIMEOUT).await.unwrap();
+    assert_eq!(reading.info.voltage_v, 15.6);
+    assert_eq!(bms.asked, [5, 3, 4]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_password_is_a_wrong_password_and_nothing_more_is_sent() {
+    let mut bms = FakeBms::default().locked(PASSWORD_NACK);
+    let mut session = JbdSession::new().with_credentials(credentials("123456"), TIMEOUT);
+    let err = session.start(&mut bms, &ff01_ff02()).await.unwrap_err();
+    let PollError::Decode(e) = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(e.get::<AuthError>(), Some(&AuthError::WrongPassword));
+    assert_eq!(bms.handshake_commands(), [0x15, 0x17, 0x18]);
+    assert!(bms.asked.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dongle_that_ignores_the_app_key_has_no_password_and_is_polled_after_one_timeout() {
+    let mut bms = named_bms()
+        .answers(Register::BasicInfo, notifications(&hex(REAL_4S_INFO)))
+        .answers(Register::CellVoltages, notifications(&hex(REAL_4S_CELLS)));
+    let mut session = JbdSession::new().with_credentials(credentials("123412"), TIMEOUT);
+    capture::start();
+    let started = Instant::now();
+    session.start(&mut bms, &ff01_ff02()).await.unwrap();
+    assert_eq!(
+        started.elapsed(),
+        TIMEOUT,
+        "one reply timeout, on the paused clock"
+    );
+    assert_eq!(bms.handshake_commands(), [0x15]);
+    assert_eq!(capture::count(log::Level::Debug, "asks for no password"), 1);
+    poll_jbd(&mut bms, &mut session, TIMEOUT).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dongle_with_no_password_set_says_so_and_is_polled_at_once() {
+    let mut bms = named_bms()
+        .says(0x15, "FF AA 15 01 02 18")
+        .answers(Register::BasicInfo, notifications(&hex(REAL_4S_INFO)))
+        .answers(Register::CellVoltages, notifications(&hex(REAL_4S_CELLS)));
+    let mut session = JbdSession::new().with_credentials(credentials("123412"), TIMEOUT);
+    let started = Instant::now();
+    session.start(&mut bms, &ff01_ff02()).await.unwrap();
+    assert!(started.elapsed() < TIMEOUT);
+    assert_eq!(bms.handshake_commands(), [0x15]);
+    poll_jbd(&mut bms, &mut session, TIMEOUT).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_app_key_and_a_missing_random_byte_fail_the_connect() {
+    let mut bms = FakeBms::default().says(0x15, "FF AA 15 01 01 17");
+    let mut session = JbdSession::new().with_credentials(credentials("123412"), TIMEOUT);
+    let err = session.start(&mut bms, &ff01_ff02()).await.unwrap_err();
+    let PollError::Decode(e) = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(e.get::<AuthError>(), Some(&AuthError::AppKeyRefused(1)));
+
+    let mut bms = FakeBms::default().says(0x15, APP_KEY_ACCEPTED);
+    let mut session = JbdSession::new().with_credentials(credentials("123412"), TIMEOUT);
+    let err = session.start(&mut bms, &ff01_ff02()).await.unwrap_err();
+    assert!(
+        matches!(err, PollError::NoReply { request, .. } if request.contains("FF AA 17")),
+        "{err:?}"
+    );
+
+    let mut bms = FakeBms::default()
+        .says(0x15, APP_KEY_ACCEPTED)
+        .says(0x17, RANDOM_61);
+    let mut session = JbdSession::new().with_credentials(credentials("123412"), TIMEOUT);
+    let err = session.start(&mut bms, &ff01_ff02()).await.unwrap_err();
+    assert!(
+        matches!(err, PollError::NoReply { request, .. } if request.contains("FF AA 18")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unacknowledged_root_password_still_polls() {
+    let mut bms = named_bms()
+        .says(0x15, APP_KEY_ACCEPTED)
+        .says(0x17, RANDOM_61)
+        .says(0x18, PASSWORD_ACK)
+        .says(0x17, RANDOM_61)
+        .answers(Register::BasicInfo, notifications(&hex(REAL_4S_INFO)))
+        .answers(Register::CellVoltages, notifications(&hex(REAL_4S_CELLS)));
+    let mut session = JbdSession::new().with_credentials(credentials("123412"), TIMEOUT);
+    session.start(&mut bms, &ff01_ff02()).await.unwrap();
+    assert_eq!(bms.handshake_commands(), [0x15, 0x17, 0x18, 0x17, 0x1D]);
+    poll_jbd(&mut bms, &mut session, TIMEOUT).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn answers_to_other_commands_and_other_notifications_are_skipped() {
+    // Before the app key's answer: a late random-byte answer, a DD frame, a broken answer.
+    let mut bms = FakeBms::default()
+        .sends(
+            0x15,
+            &[
+                RANDOM_61,
+                REAL_4S_CELLS,
+                "FF AA 15 01 00 17",
+                APP_KEY_ACCEPTED,
+            ],
+        )
+        .says(0x17, RANDOM_61)
+        .says(0x18, PASSWORD_ACK)
+        .says(0x17, RANDOM_61)
+        .says(0x1D, ROOT_ACK);
+    let mut session = JbdSession::new().with_credentials(credentials("123412"), TIMEOUT);
+    let started = Instant::now();
+    session.start(&mut bms, &ff01_ff02()).await.unwrap();
+    assert!(started.elapsed() < TIMEOUT);
+    assert_eq!(bms.handshake_commands(), [0x15, 0x17, 0x18, 0x17, 0x1D]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_bms_that_echoes_the_handshake_or_a_request_requires_pairing() {
+    let mut bms = FakeBms {
+        echoes: true,
+        ..FakeBms::default()
+    };
+    let mut session = JbdSession::new().with_credentials(credentials("123412"), TIMEOUT);
+    let started = Instant::now();
+    let err = session.start(&mut bms, &ff01_ff02()).await.unwrap_err();
+    assert_eq!(err, PollError::PairingRequired);
+    assert!(
+        started.elapsed() < TIMEOUT,
+        "said at the echo, not at a timeout"
+    );
+
+    let mut bms = FakeBms {
+        echoes: true,
+        ..FakeBms::default()
+    };
+    let mut session = JbdSession::new();
+    session.start(&mut bms, &ff01_ff02()).await.unwrap();
+    let err = poll_jbd(&mut bms, &mut session, TIMEOUT).await.unwrap_err();
+    assert_eq!(err, PollError::PairingRequired);
+    assert_eq!(bms.asked, [5], "said at the first echo");
+}
+
+#[test]
+fn a_devices_session_takes_its_password_and_address_from_the_spec() {
+    let spec = crate::device::DeviceSpec {
+        name: "van".into(),
+        kind: &crate::devices::jbd::KIND,
+        address: "A4:C1:37:04:2D:BE".into(),
+        timeout: Duration::from_secs(3),
+        adapter: None,
+        password: Some(crate::secret::Secret::new("123412")),
+        passkey: None,
+    };
+    let session = JbdSession::for_device(&spec);
+    let c = session.credentials.as_ref().expect("credentials");
+    assert_eq!(c.mac, CAPTURED_MAC);
+    assert_eq!(c.password, Password::parse("123412").unwrap());
+    assert_eq!(session.timeout, Duration::from_secs(3));
+    let open = JbdSession::for_device(&crate::device::DeviceSpec {
+        password: None,
+        ..spec
+    });
+    assert!(open.credentials.is_none());
 }
