@@ -24,6 +24,7 @@ fn frames_16s() -> (Vec<u8>, Vec<u8>) {
         cell_mv: 3305.0,
         current_a: 12.5,
         ntc_count: 4,
+        lock: None,
     };
     (sim.reply(0x03, 1.7e9), sim.reply(0x04, 1.7e9))
 }
