@@ -10,6 +10,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+
+use crate::secret::Passkey;
 use uuid::Uuid;
 
 /// Errors of a link (transport). Each says what a user can do about it where that is known.
@@ -38,6 +40,44 @@ pub enum LinkError {
         "the device has no {0} service/characteristic: is it really this kind of device? (`blebatt scan` shows what it looks like)"
     )]
     MissingCharacteristic(&'static str),
+}
+
+/// Why a pairing failed. Each says what to do; the caller names the device and address.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PairError {
+    #[error("this transport cannot pair")]
+    Unsupported,
+    #[error(
+        "cannot reach BlueZ on the system D-Bus: {0} (fix: is bluetoothd running? `systemctl status bluetooth`)"
+    )]
+    NoBluez(String),
+    #[error(
+        "BlueZ refused us (fix: run blebatt as a user in group `bluetooth`, as the systemd unit does, or as root)"
+    )]
+    AccessDenied,
+    #[error(
+        "no Bluetooth adapter (fix: `bluetoothctl list` shows them; check the device's adapter)"
+    )]
+    NoAdapter,
+    #[error(
+        "not seen in a {}s scan (fix: is it powered and in range, and the phone app disconnected from it?)",
+        after.as_secs()
+    )]
+    NotFound { after: Duration },
+    #[error(
+        "authentication failed: a wrong passkey, or a stale bond in BlueZ (fix: the passkey is its Bluetooth password; check it, then `bluetoothctl remove` the address and pair again)"
+    )]
+    AuthenticationFailed,
+    #[error("the pairing was cancelled or rejected (fix: try again, close to the device)")]
+    Canceled,
+    #[error(
+        "could not connect to pair: {0} (fix: is it in range, and the phone app disconnected from it?)"
+    )]
+    NoConnection(String),
+    #[error("the pairing did not finish within {0:?} (fix: try again, close to the device)")]
+    Timeout(Duration),
+    #[error("{message} ({name})")]
+    Bluez { name: String, message: String },
 }
 
 /// What a transport error is, as far as a user can act on it.
@@ -177,6 +217,12 @@ pub trait Transport: Send + 'static {
     /// re-established at once rather than at the next poll. Pending for ever while not
     /// connected, or for a transport that never loses links (the demo). Cancel-safe.
     fn lost(&mut self) -> impl Future<Output = ()> + Send;
+    /// Pairs (BLE passkey entry) with the device through the system's Bluetooth stack, which
+    /// keeps the bond; while connected or not. A transport that cannot pair says so.
+    fn pair(&mut self, passkey: Passkey) -> impl Future<Output = Result<(), PairError>> + Send {
+        let _ = passkey;
+        async { Err(PairError::Unsupported) }
+    }
 }
 
 /// The part of a [`Transport`] a kind's session uses, object-safe: sessions are chosen at run

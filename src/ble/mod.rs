@@ -25,12 +25,15 @@ use futures::{FutureExt, Stream, StreamExt};
 use tokio::sync::{Mutex, broadcast};
 use uuid::Uuid;
 
+pub mod pair;
 mod watchdog;
 
 use crate::device::DeviceSpec;
 use crate::devices::{self, Advertised, Kind};
+use crate::secret::Passkey;
 use crate::transport::{
-    Cause, CharInfo, Failure, FailureSender, LinkError, Notification, Transport, WriteMode,
+    Cause, CharInfo, Failure, FailureSender, LinkError, Notification, PairError, Transport,
+    WriteMode,
 };
 
 /// Longest we wait for BlueZ to find a device it does not know yet.
@@ -268,6 +271,7 @@ impl Bluetooth {
             conn: None,
             attempted: None,
             scan: None,
+            adapter_name: spec.adapter.clone(),
         })
     }
 }
@@ -404,6 +408,8 @@ pub struct BleLink {
     attempted: Option<Peripheral>,
     /// A scan this link started to find its device.
     scan: Option<Scan>,
+    /// The configured adapter name, for pairing (BlueZ's own API).
+    adapter_name: Option<String>,
 }
 
 impl BleLink {
@@ -668,6 +674,16 @@ impl Transport for BleLink {
         let c = self.conn()?;
         let ch = c.characteristic(characteristic)?;
         bounded("read", t, c.peripheral.read(&ch)).await
+    }
+
+    async fn pair(&mut self, passkey: Passkey) -> Result<(), PairError> {
+        pair::pair(
+            &self.address.to_string(),
+            self.adapter_name.as_deref(),
+            passkey,
+        )
+        .await
+        .map(drop)
     }
 }
 

@@ -18,6 +18,8 @@ const BACKOFF_START: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// Consecutive reply timeouts after which the link is presumed dead and re-established.
 const TIMEOUTS_BEFORE_RECONNECT: u32 = 2;
+/// A failed pairing is tried again after this long at the earliest.
+const PAIR_RETRY: Duration = Duration::from_secs(10 * 60);
 /// How long shutdown waits for a device to disconnect.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
 
@@ -52,6 +54,7 @@ fn hint(kind: &Kind, err: &PollError) -> &'static str {
     const ADAPTER: &str =
         ". Hint: is the adapter powered and unblocked (`bluetoothctl power on`, `rfkill list`)?";
     const BUSY: &str = ". Hint: another program (bluetoothctl, a scan) is using the adapter";
+    const PAIRING: &str = ". Fix: pair it once with `blebatt pair` and its address, or set passkey in its [[device]] so that blebatt pairs by itself";
     let generic = match err {
         PollError::Link(e) => match e.cause() {
             Some(Cause::AccessDenied) => Some(ACCESS),
@@ -62,7 +65,11 @@ fn hint(kind: &Kind, err: &PollError) -> &'static str {
         },
         _ => None,
     };
-    generic.or_else(|| (kind.hint)(err)).unwrap_or("")
+    let fallback = match err {
+        PollError::PairingRequired => PAIRING,
+        _ => "",
+    };
+    generic.or_else(|| (kind.hint)(err)).unwrap_or(fallback)
 }
 
 type Reply = oneshot::Sender<Result<Reading, DeviceError>>;
@@ -174,6 +181,13 @@ struct Task<L> {
     /// Last poll error logged at warning level, so a repeating one is logged once.
     last_logged: Option<String>,
     ever_connected: bool,
+    /// "Requires pairing, and no passkey is configured" was said (it is said once).
+    pairing_said: bool,
+    /// No pairing attempt before this (one failed).
+    pair_not_before: Option<Instant>,
+    /// Backoff between connections of a device that wants pairing (its connect succeeds,
+    /// its polls echo).
+    pairing_backoff: Duration,
 }
 
 /// Starts the task for `spec` over `link`. It connects at once.
@@ -223,6 +237,9 @@ impl<L: Transport> Task<L> {
             last_error: PollError::Link(LinkError::NotConnected),
             last_logged: None,
             ever_connected: false,
+            pairing_said: false,
+            pair_not_before: None,
+            pairing_backoff: Duration::ZERO,
         }
     }
 
@@ -312,10 +329,23 @@ impl<L: Transport> Task<L> {
                 self.ever_connected = true;
             }
             Err(e) => {
+                if e == PollError::PairingRequired && self.pair().await {
+                    // Paired: connect again at once, now over the bond.
+                    self.link.disconnect().await;
+                    self.last_error = e;
+                    self.state = State::Down {
+                        retry_at: Instant::now(),
+                        base: Duration::ZERO,
+                    };
+                    return;
+                }
                 let base = next_base(base);
                 let delay = jittered(base, fastrand::f64());
-                // Log the first failure of a run at warning level, repeats at debug.
-                if self.last_error != e || base == BACKOFF_START {
+                // Log the first failure of a run at warning level, repeats at debug. (That a
+                // device wants pairing, `pair` has said.)
+                if e == PollError::PairingRequired {
+                    log::debug!("{}: connect failed: {e}", self.spec.name);
+                } else if self.last_error != e || base == BACKOFF_START {
                     log::warn!(
                         "{} ({}): connect failed: {e}{}; retrying in {:.1}s",
                         self.spec.name,
@@ -343,6 +373,44 @@ impl<L: Transport> Task<L> {
         let mut session = (self.spec.kind.session)(&self.spec);
         session.open(&mut self.link, &found).await?;
         Ok(session)
+    }
+
+    /// The device wants pairing. With a passkey configured: pairs (a failed attempt is not
+    /// repeated within [`PAIR_RETRY`]); true when paired. Without: says so, once, with the fix.
+    async fn pair(&mut self) -> bool {
+        let (name, address) = (&self.spec.name, &self.spec.address);
+        let Some(passkey) = self.spec.passkey else {
+            if !self.pairing_said {
+                self.pairing_said = true;
+                log::error!(
+                    "{name} ({address}) {}{}: `blebatt pair {address}`",
+                    PollError::PairingRequired,
+                    hint(self.spec.kind, &PollError::PairingRequired)
+                );
+            }
+            return false;
+        };
+        if self.pair_not_before.is_some_and(|t| Instant::now() < t) {
+            return false;
+        }
+        log::info!(
+            "{name} ({address}) requires Bluetooth pairing: pairing with the configured passkey"
+        );
+        match self.link.pair(passkey).await {
+            Ok(()) => {
+                log::info!("{name} ({address}): paired (BlueZ keeps the bond)");
+                self.pair_not_before = None;
+                true
+            }
+            Err(e) => {
+                self.pair_not_before = Some(Instant::now() + PAIR_RETRY);
+                log::error!(
+                    "{name} ({address}): pairing failed: {e}; trying again in {} min",
+                    PAIR_RETRY.as_secs() / 60
+                );
+                false
+            }
+        }
     }
 
     fn go_down(&mut self, why: &PollError) {
@@ -379,6 +447,7 @@ impl<L: Transport> Task<L> {
         match session.poll(&mut self.link, self.spec.timeout).await {
             Ok((values, time_ns)) => {
                 self.consecutive_timeouts = 0;
+                self.pairing_backoff = Duration::ZERO;
                 if self.last_logged.take().is_some() {
                     log::info!("{}: polling again", self.spec.name);
                 }
@@ -388,6 +457,29 @@ impl<L: Transport> Task<L> {
                     address: self.spec.address.clone(),
                     time_ns,
                     values,
+                })
+            }
+            Err(e) if e == PollError::PairingRequired => {
+                // Connected, and it echoes: pair (with a passkey) and reconnect at once, or
+                // let go of its one connection and back off.
+                let paired = self.pair().await;
+                self.link.disconnect().await;
+                self.consecutive_timeouts = 0;
+                self.pairing_backoff = if paired {
+                    Duration::ZERO
+                } else {
+                    next_base(self.pairing_backoff)
+                };
+                self.state = State::Down {
+                    retry_at: Instant::now() + jittered(self.pairing_backoff, fastrand::f64()),
+                    base: self.pairing_backoff,
+                };
+                self.last_error = e.clone();
+                Err(DeviceError::Poll {
+                    device: self.spec.name.clone(),
+                    address: self.spec.address.clone(),
+                    hint: hint(self.spec.kind, &e),
+                    source: e,
                 })
             }
             Err(e) => {

@@ -213,7 +213,7 @@ pub enum PollError {
     Decode(DecodeError),
     /// The device echoes what is written instead of answering: its firmware wants BLE pairing
     /// (with a passkey) before it talks.
-    #[error("it requires Bluetooth pairing (it echoes each request back instead of answering)")]
+    #[error("requires Bluetooth pairing (it echoes each request back instead of answering)")]
     PairingRequired,
 }
 

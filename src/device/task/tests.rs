@@ -17,7 +17,8 @@ use crate::devices::powermon::demo::PowermonSim;
 use crate::devices::powermon::protocol::{self as powermon, PowermonReading};
 use crate::devices::protocol::parse_hex;
 use crate::log_capture as capture;
-use crate::transport::{CharInfo, Notification, WriteMode};
+use crate::secret::Passkey;
+use crate::transport::{CharInfo, Notification, PairError, WriteMode};
 
 /// What the fake device does on one read.
 #[derive(Debug, Clone, Copy)]
@@ -58,6 +59,13 @@ struct Script {
     disconnect_confirms: bool,
     /// Notifications not yet read (when the fake is a JBD).
     notifications: VecDeque<Vec<u8>>,
+    /// Pairing firmware: as a JBD, echoes every write until paired.
+    echoes_until_paired: bool,
+    paired: bool,
+    /// The passkeys `pair` was called with.
+    pairings: Vec<u32>,
+    /// The passkey that pairs (anything else fails with AuthenticationFailed).
+    right_passkey: u32,
 }
 
 #[derive(Clone)]
@@ -149,6 +157,14 @@ impl Transport for Fake {
 
     async fn write(&mut self, to: Uuid, data: &[u8], _: WriteMode) -> Result<(), LinkError> {
         assert_eq!(to, jbd::WRITE_UUID);
+        let echo = {
+            let s = self.script();
+            s.echoes_until_paired && !s.paired
+        };
+        if echo {
+            self.script().notifications.push_back(data.to_vec());
+            return Ok(());
+        }
         let reply = match jbd::parse_read_request(data).expect("a read request") {
             3 => parse_hex(REAL_4S_INFO).unwrap(),
             4 => parse_hex(REAL_4S_CELLS).unwrap(),
@@ -209,6 +225,17 @@ impl Transport for Fake {
             }
             Read::Hang => std::future::pending().await,
             Read::Fail(e) => Err(e()),
+        }
+    }
+
+    async fn pair(&mut self, passkey: Passkey) -> Result<(), PairError> {
+        let mut s = self.script();
+        s.pairings.push(passkey.value());
+        if passkey.value() == s.right_passkey {
+            s.paired = true;
+            Ok(())
+        } else {
+            Err(PairError::AuthenticationFailed)
         }
     }
 
@@ -612,4 +639,106 @@ async fn a_repeating_poll_failure_is_one_warning_and_recovery_is_said() {
     assert!(h.poll().await.is_ok());
     assert_eq!(capture::count(log::Level::Info, "polling again"), 1);
     assert_eq!(fake.connects(), 1, "a decode error is not a broken link");
+}
+
+/// A JBD whose firmware wants pairing (passkey 123456).
+fn pairing_bms(passkey: Option<&str>) -> (DeviceSpec, Fake) {
+    let fake = Fake::new();
+    {
+        let mut s = fake.script();
+        s.echoes_until_paired = true;
+        s.right_passkey = 123_456;
+    }
+    let spec = DeviceSpec {
+        name: "house".into(),
+        kind: &crate::devices::jbd::KIND,
+        passkey: passkey.map(|p| Passkey::parse(p).unwrap()),
+        ..spec()
+    };
+    (spec, fake)
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_echoing_bms_with_a_passkey_is_paired_once_and_then_polled() {
+    capture::start();
+    let (spec, fake) = pairing_bms(Some("123456"));
+    let h = spawn(spec, fake.clone());
+    let err = h.poll().await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            DeviceError::Poll {
+                source: PollError::PairingRequired,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(fake.script().pairings, [123_456]);
+    assert_eq!(
+        capture::count(log::Level::Info, "house (AA:BB:CC:DD:EE:03): paired"),
+        1
+    );
+    for _ in 0..3 {
+        h.poll().await.expect("polled over the bond");
+    }
+    assert_eq!(fake.connects(), 2, "one reconnect, after pairing");
+    assert_eq!(fake.script().pairings.len(), 1);
+    assert_eq!(capture::count(log::Level::Error, ""), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_echoing_bms_without_a_passkey_is_one_error_with_the_command_and_is_let_go() {
+    capture::start();
+    let (spec, fake) = pairing_bms(None);
+    let h = spawn(spec, fake.clone());
+    let mut connects_at_poll = Vec::new();
+    for _ in 0..6 {
+        let err = h.poll().await.unwrap_err();
+        assert!(
+            !fake.script().connected,
+            "its one connection is let go: {err}"
+        );
+        connects_at_poll.push(fake.connects());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_eq!(
+        capture::count(
+            log::Level::Error,
+            "house (AA:BB:CC:DD:EE:03) requires Bluetooth pairing"
+        ),
+        1,
+        "said once"
+    );
+    assert_eq!(
+        capture::count(log::Level::Error, "`blebatt pair AA:BB:CC:DD:EE:03`"),
+        1
+    );
+    assert_eq!(capture::count(log::Level::Error, "often 123456"), 1);
+    assert!(fake.script().pairings.is_empty());
+    // Backing off: six polls a second apart do not reconnect six times.
+    assert!(fake.connects() < 6, "{connects_at_poll:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wrong_passkey_is_said_and_not_tried_again_for_ten_minutes() {
+    capture::start();
+    let (spec, fake) = pairing_bms(Some("654321"));
+    let h = spawn(spec, fake.clone());
+    for _ in 0..5 {
+        assert!(h.poll().await.is_err());
+        tokio::time::sleep(Duration::from_secs(61)).await;
+    }
+    assert_eq!(fake.script().pairings, [654_321], "once in five minutes");
+    assert_eq!(
+        capture::count(log::Level::Error, "pairing failed: authentication failed"),
+        1
+    );
+    tokio::time::sleep(PAIR_RETRY).await;
+    let _ = h.poll().await;
+    assert_eq!(
+        fake.script().pairings.len(),
+        2,
+        "tried again after {PAIR_RETRY:?}"
+    );
 }

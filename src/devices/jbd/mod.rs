@@ -55,7 +55,9 @@ fn looks_like(adv: &Advertised<'_>) -> bool {
 /// connect.
 const PHONE_APP: &str =
     ". Hint: is the phone app connected to this BMS? A JBD BMS accepts one connection";
-const NO_REPLY: &str = ". Hint: a JBD BMS that stops answering often needs a reconnect; blebatt does that after 2 misses in a row";
+const NO_REPLY: &str = ". Hint: a JBD BMS that stops answering often needs a reconnect (blebatt does that after 2 misses in a row); one that never answers may want its Bluetooth password: set password = \"...\" on it in the config file";
+const WRONG_PASSWORD: &str = ". Fix: set password in its [[device]] to the BMS's Bluetooth password (the one the JBD/Xiaoxiang app asks for, often 123456)";
+const PAIRING: &str = ". Fix: pair it once with `blebatt pair` and its address (the passkey is its Bluetooth password, often 123456), or set passkey = 123456 (its password) in its [[device]] so that blebatt pairs by itself";
 
 fn hint(err: &PollError) -> Option<&'static str> {
     match err {
@@ -64,6 +66,11 @@ fn hint(err: &PollError) -> Option<&'static str> {
             what: "connect", ..
         }) => Some(PHONE_APP),
         PollError::NoReply { .. } => Some(NO_REPLY),
+        PollError::PairingRequired => Some(PAIRING),
+        PollError::Decode(e) => match e.get::<auth::AuthError>() {
+            Some(auth::AuthError::WrongPassword) => Some(WRONG_PASSWORD),
+            _ => None,
+        },
         _ => None,
     }
 }
