@@ -39,6 +39,10 @@ pub enum Command {
         #[command(subcommand)]
         what: DecodeCommand,
     },
+    /// Pair once with a device whose firmware requires Bluetooth pairing with a passkey
+    /// (newer JBD dongles echo every request until paired). BlueZ keeps the bond; polling
+    /// needs nothing more.
+    Pair(PairArgs),
     /// Configuration file tools.
     Config {
         #[command(subcommand)]
@@ -158,6 +162,29 @@ impl Subcommand for DecodeCommand {
     fn has_subcommand(name: &str) -> bool {
         devices::by_name(name).is_some()
     }
+}
+
+#[derive(Debug, Args)]
+pub struct PairArgs {
+    /// A device's name in --config, or its Bluetooth address (AA:BB:CC:DD:EE:FF).
+    #[arg(value_name = "NAME|MAC")]
+    pub device: String,
+    /// The configuration file that names the device (its `passkey` and `adapter` are used).
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The passkey, six digits (for a JBD: its Bluetooth password, often 123456). Without
+    /// it: the device's `passkey` in --config, else it is asked on the terminal. (Given here,
+    /// other users of the machine can see it while `pair` runs.)
+    #[arg(long, value_name = "DIGITS", value_parser = crate::secret::Passkey::parse)]
+    pub passkey: Option<crate::secret::Passkey>,
+    /// The BlueZ adapter (hci0, hci1 ...) to pair through; default: the device's `adapter` in
+    /// --config, else the first.
+    #[arg(long, value_name = "HCI", value_parser = parse_adapter)]
+    pub adapter: Option<String>,
+}
+
+fn parse_adapter(text: &str) -> Result<String, String> {
+    crate::config::check_adapter(text).map(|()| text.to_string())
 }
 
 #[derive(Debug, Subcommand)]

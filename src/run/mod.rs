@@ -3,6 +3,7 @@
 
 mod decode;
 mod execd;
+mod pair;
 mod printer;
 mod stop;
 
@@ -64,6 +65,7 @@ pub fn main(cli: Cli) -> i32 {
         Command::Once(args) => on_runtime(once(args)),
         Command::Run(args) => on_runtime(execd::run(args)),
         Command::Scan(args) => on_runtime(scan(args.seconds)),
+        Command::Pair(args) => on_runtime(pair::main(args)),
     };
     match result {
         Ok(code) => code,
