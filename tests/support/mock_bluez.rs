@@ -148,6 +148,22 @@ pub enum JbdUuids {
     Fff0,
 }
 
+/// What a JBD dongle wants before it answers read requests.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum JbdAuth {
+    /// Nothing: it answers at once, and ignores `FF AA` frames.
+    #[default]
+    Open,
+    /// The `FF AA` app-password handshake, on each connection: 0x15 app key "000000" (answer
+    /// 00), 0x17 random byte, 0x18 password encrypted with its address and that byte (ACK/
+    /// NACK), 0x1D the vendor's root password likewise (ACK/NACK). Only after both are
+    /// accepted on this connection are read requests answered.
+    Password(String),
+    /// Pairing firmware: until a passkey-authenticated bond exists (`Device1.Pair` through a
+    /// keyboard agent that gives this passkey), every write comes back as it was written.
+    Pairing { passkey: u32 },
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PowerMonFirmware {
     /// Service 7a95ce00-..., 52-byte record.
@@ -164,6 +180,8 @@ pub enum DeviceKind {
         write_flags: Vec<String>,
         /// register -> full reply frame.
         replies: BTreeMap<u8, Vec<u8>>,
+        /// What the dongle wants before it answers read requests.
+        auth: JbdAuth,
     },
     PowerMon {
         firmware: PowerMonFirmware,
@@ -219,6 +237,7 @@ impl MockDevice {
                 uuids: JbdUuids::Ff00,
                 write_flags: vec!["write-without-response".into()],
                 replies: BTreeMap::new(),
+                auth: JbdAuth::Open,
             },
             JBD_SERVICE,
         )
@@ -269,6 +288,22 @@ impl MockDevice {
     pub fn with_replies(mut self, map: BTreeMap<u8, Vec<u8>>) -> Self {
         if let DeviceKind::Jbd { replies, .. } = &mut self.kind {
             replies.extend(map);
+        }
+        self
+    }
+
+    /// A dongle that wants the `FF AA` handshake with this password.
+    pub fn with_password(mut self, password: &str) -> Self {
+        if let DeviceKind::Jbd { auth, .. } = &mut self.kind {
+            *auth = JbdAuth::Password(password.into());
+        }
+        self
+    }
+
+    /// Pairing firmware: echoes until bonded with this passkey.
+    pub fn with_pairing(mut self, passkey: u32) -> Self {
+        if let DeviceKind::Jbd { auth, .. } = &mut self.kind {
+            *auth = JbdAuth::Pairing { passkey };
         }
         self
     }
@@ -373,6 +408,30 @@ pub enum EventKind {
     CallIgnored {
         method: String,
     },
+    /// `AgentManager1.RegisterAgent` / `UnregisterAgent` accepted.
+    AgentRegistered {
+        capability: String,
+    },
+    AgentUnregistered,
+    /// `Device1.Pair` called.
+    PairCalled {
+        mac: String,
+    },
+    /// The registered agent answered `RequestPasskey` with this.
+    PasskeyGiven {
+        mac: String,
+        passkey: u32,
+    },
+    /// A bond was made; `authenticated` when by passkey entry (else "Just Works").
+    Paired {
+        mac: String,
+        authenticated: bool,
+    },
+    /// `Device1.Pair` failed with this error name.
+    PairFailed {
+        mac: String,
+        error: String,
+    },
 }
 
 impl EventKind {
@@ -389,7 +448,11 @@ impl EventKind {
             | EventKind::Write { mac, .. }
             | EventKind::WriteRejected { mac, .. }
             | EventKind::Read { mac }
-            | EventKind::Notify { mac, .. } => Some(mac),
+            | EventKind::Notify { mac, .. }
+            | EventKind::PairCalled { mac }
+            | EventKind::PasskeyGiven { mac, .. }
+            | EventKind::Paired { mac, .. }
+            | EventKind::PairFailed { mac, .. } => Some(mac),
             _ => None,
         }
     }
@@ -438,6 +501,15 @@ struct DevState {
     link_lock: Arc<tokio::sync::Mutex<()>>,
     /// Serialises replies, so two replies never interleave.
     reply_lock: Arc<tokio::sync::Mutex<()>>,
+    /// `FF AA` handshake: the last random byte given, and the link epoch on which the
+    /// password / the root password were accepted.
+    auth_random: u8,
+    password_ok_epoch: Option<u64>,
+    root_ok_epoch: Option<u64>,
+    /// A bond exists, and whether it was passkey-authenticated (kept across reconnects;
+    /// `RemoveDevice` forgets it).
+    paired: bool,
+    bond_authenticated: bool,
 }
 
 impl DevState {
@@ -465,12 +537,19 @@ impl DevState {
             char_values,
             link_lock: Arc::default(),
             reply_lock: Arc::default(),
+            auth_random: 0x3B,
+            password_ok_epoch: None,
+            root_ok_epoch: None,
+            paired: false,
+            bond_authenticated: false,
         }
     }
 }
 
 struct State {
     conn: Option<Connection>,
+    /// Registered agents: client unique name -> (object path, capability).
+    agents: HashMap<String, (String, String)>,
     generation: u64,
     powered: bool,
     /// Unique names of the clients that have a discovery session.
@@ -547,6 +626,9 @@ pub enum BluezError {
     NotConnected(String),
     DoesNotExist(String),
     InvalidArguments(String),
+    AlreadyExists(String),
+    AuthenticationFailed(String),
+    AuthenticationCanceled(String),
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -737,6 +819,7 @@ async fn come_up(sh: Sh, address: String) -> zbus::Result<()> {
     let conn = zbus::connection::Builder::address(address.as_str())
         .serve_at("/", zbus::fdo::ObjectManager)
         .serve_at(ADAPTER_PATH, Adapter1 { sh: sh.clone() })
+        .serve_at("/org/bluez", AgentManager1 { sh: sh.clone() })
         .build()
         .await?;
     let macs: Vec<String> = {
@@ -1167,8 +1250,231 @@ async fn jbd_respond(sh: Sh, mac: String, reg: u8, generation: u64, epoch: u64) 
     }
 }
 
+/// `FF AA cmd len data sum`, sum = 8-bit sum of cmd, len and data.
+fn ffaa_frame(cmd: u8, data: &[u8]) -> Vec<u8> {
+    let mut f = vec![0xFF, 0xAA, cmd, data.len() as u8];
+    f.extend_from_slice(data);
+    let sum = data
+        .iter()
+        .fold(cmd.wrapping_add(data.len() as u8), |a, b| {
+            a.wrapping_add(*b)
+        });
+    f.push(sum);
+    f
+}
+
+/// A well-formed `FF AA` frame's command and data.
+fn parse_ffaa(b: &[u8]) -> Option<(u8, &[u8])> {
+    let (&cmd, rest) = b.strip_prefix(&[0xFF, 0xAA])?.split_first()?;
+    let (&len, rest) = rest.split_first()?;
+    let (data, sum) = rest.split_at_checked(usize::from(len))?;
+    (sum.len() == 1 && ffaa_frame(cmd, data) == b).then_some((cmd, data))
+}
+
+/// The dongle's encryption: each secret byte XOR the address byte (in display order; 0 past
+/// the sixth), plus the random byte, mod 256.
+fn jbd_encrypt(mac: &str, random: u8, secret: &[u8]) -> Vec<u8> {
+    let m: Vec<u8> = mac
+        .split(':')
+        .map(|h| u8::from_str_radix(h, 16).expect("a normalised address"))
+        .collect();
+    secret
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| (m.get(i).copied().unwrap_or(0) ^ c).wrapping_add(random))
+        .collect()
+}
+
+const JBD_ROOT_PASSWORD: &[u8] = b"JBDbtpwd!@#2023";
+
+/// The dongle's answer to a handshake frame (`None`: ignored), updating its state.
+fn jbd_handshake(d: &mut DevState, mac: &str, epoch: u64, cmd: u8, data: &[u8]) -> Option<Vec<u8>> {
+    let DeviceKind::Jbd {
+        auth: JbdAuth::Password(password),
+        ..
+    } = &d.cfg.kind
+    else {
+        return None;
+    };
+    let verdict = |ok: bool| u8::from(!ok);
+    let value = match cmd {
+        0x15 => verdict(data == b"000000"),
+        0x17 if data.is_empty() => {
+            d.auth_random = d.auth_random.wrapping_mul(73).wrapping_add(0x29);
+            d.auth_random
+        }
+        0x18 => {
+            let ok = data == jbd_encrypt(mac, d.auth_random, password.as_bytes());
+            d.password_ok_epoch = ok.then_some(epoch);
+            verdict(ok)
+        }
+        0x1D => {
+            let ok = data == jbd_encrypt(mac, d.auth_random, JBD_ROOT_PASSWORD);
+            d.root_ok_epoch = ok.then_some(epoch);
+            verdict(ok)
+        }
+        _ => {
+            log(&format!("{mac}: ignoring FF AA command {cmd:02X}"));
+            return None;
+        }
+    };
+    Some(ffaa_frame(cmd, &[value]))
+}
+
+/// A write to a JBD's write characteristic: pairing firmware echoes it (until an
+/// authenticated bond exists); a handshake frame gets its answer; a read request its reply
+/// (on a password dongle only once the handshake succeeded on this link).
+fn jbd_write(sh: &Sh, mac: String, value: Vec<u8>, generation: u64, epoch: u64) {
+    let answer = {
+        let mut st = sh.lock();
+        let Ok(d) = st.dev(&mac) else { return };
+        let DeviceKind::Jbd { auth, .. } = &d.cfg.kind else {
+            return;
+        };
+        let auth = auth.clone();
+        if matches!(auth, JbdAuth::Pairing { .. }) && !d.bond_authenticated {
+            Some(value.clone())
+        } else if let Some((cmd, data)) = parse_ffaa(&value) {
+            match jbd_handshake(d, &mac, epoch, cmd, data) {
+                Some(a) => Some(a),
+                None => return,
+            }
+        } else if matches!(auth, JbdAuth::Password(_))
+            && !(d.password_ok_epoch == Some(epoch) && d.root_ok_epoch == Some(epoch))
+        {
+            log(&format!(
+                "{mac}: no handshake on this link: ignoring {value:02X?}"
+            ));
+            return;
+        } else {
+            None
+        }
+    };
+    if let Some(bytes) = answer {
+        tokio::spawn(notify_jbd(sh.clone(), mac, bytes, generation, epoch));
+        return;
+    }
+    match parse_jbd_read_request(&value) {
+        Some(reg) => {
+            tokio::spawn(jbd_respond(sh.clone(), mac, reg, generation, epoch));
+        }
+        None => log(&format!(
+            "{mac}: ignoring write that is not a JBD read request: {value:02X?}"
+        )),
+    }
+}
+
+/// One notification on a JBD's notify characteristic, if that link is still up.
+async fn notify_jbd(sh: Sh, mac: String, bytes: Vec<u8>, generation: u64, epoch: u64) {
+    // Let the WriteValue reply go out first, as on a real link.
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let Some(reply_lock) = sh.lock().devices.get(&mac).map(|d| d.reply_lock.clone()) else {
+        return;
+    };
+    let _guard = reply_lock.lock().await;
+    let path = {
+        let mut st = sh.lock();
+        if st.generation != generation {
+            return;
+        }
+        let Ok(d) = st.dev(&mac) else { return };
+        if !(d.connected && d.notifying && d.link_epoch == epoch) {
+            return;
+        }
+        let Some(ch) = notify_char(&d.cfg) else {
+            return;
+        };
+        d.char_values.insert(ch.uuid.clone(), bytes.clone());
+        st.push(EventKind::Notify {
+            mac: mac.clone(),
+            bytes: bytes.clone(),
+        });
+        char_path(&mac, ch.suffix)
+    };
+    sh.cv.notify_all();
+    if let Some(conn) = sh.conn_of(generation) {
+        emit_changed(
+            &conn,
+            &path,
+            GATT_CHAR1,
+            vec![("Value", Value::from(bytes))],
+        )
+        .await;
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // D-Bus interfaces
+
+/// `org.bluez.AgentManager1` at `/org/bluez`: one agent per client (bus name).
+struct AgentManager1 {
+    sh: Sh,
+}
+
+const AGENT_CAPABILITIES: [&str; 6] = [
+    "",
+    "DisplayOnly",
+    "DisplayYesNo",
+    "KeyboardOnly",
+    "NoInputNoOutput",
+    "KeyboardDisplay",
+];
+
+#[interface(name = "org.bluez.AgentManager1", introspection_docs = false)]
+impl AgentManager1 {
+    async fn register_agent(
+        &self,
+        agent: OwnedObjectPath,
+        capability: String,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<(), BluezError> {
+        let sender = hdr.sender().map(|s| s.to_string()).unwrap_or_default();
+        if !AGENT_CAPABILITIES.contains(&capability.as_str()) {
+            return Err(BluezError::InvalidArguments("Invalid Arguments".into()));
+        }
+        let mut st = self.sh.lock();
+        if st.agents.contains_key(&sender) {
+            return Err(BluezError::AlreadyExists("Already Exists".into()));
+        }
+        st.agents
+            .insert(sender, (agent.to_string(), capability.clone()));
+        st.push(EventKind::AgentRegistered { capability });
+        drop(st);
+        self.sh.cv.notify_all();
+        Ok(())
+    }
+
+    async fn unregister_agent(
+        &self,
+        agent: OwnedObjectPath,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<(), BluezError> {
+        let sender = hdr.sender().map(|s| s.to_string()).unwrap_or_default();
+        let mut st = self.sh.lock();
+        match st.agents.get(&sender) {
+            Some((path, _)) if path == agent.as_str() => {
+                st.agents.remove(&sender);
+                st.push(EventKind::AgentUnregistered);
+                drop(st);
+                self.sh.cv.notify_all();
+                Ok(())
+            }
+            _ => Err(BluezError::DoesNotExist("Does Not Exist".into())),
+        }
+    }
+
+    async fn request_default_agent(
+        &self,
+        agent: OwnedObjectPath,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<(), BluezError> {
+        let sender = hdr.sender().map(|s| s.to_string()).unwrap_or_default();
+        match self.sh.lock().agents.get(&sender) {
+            Some((path, _)) if path == agent.as_str() => Ok(()),
+            _ => Err(BluezError::DoesNotExist("Does Not Exist".into())),
+        }
+    }
+}
 
 struct Adapter1 {
     sh: Sh,
@@ -1289,6 +1595,9 @@ impl Adapter1 {
             }
             if let Some(d) = sh.lock().devices.get_mut(&mac) {
                 d.exported = false;
+                // BlueZ forgets the bond with the device.
+                d.paired = false;
+                d.bond_authenticated = false;
             }
         });
         Ok(())
@@ -1477,6 +1786,106 @@ impl Device1 {
         Ok(())
     }
 
+    /// As BlueZ: the caller's agent (if registered) is asked for what the pairing method needs.
+    /// Pairing firmware with a keyboard agent: passkey entry (`RequestPasskey`), failing with
+    /// AuthenticationFailed on a wrong passkey. No agent, or one without a keyboard, or any
+    /// other device: "Just Works", a bond without MITM protection.
+    async fn pair(&self, #[zbus(header)] hdr: Header<'_>) -> Result<(), BluezError> {
+        let sender = hdr.sender().map(|s| s.to_string()).unwrap_or_default();
+        let mac = self.mac.clone();
+        let fail = |error: BluezError| {
+            self.sh.push(EventKind::PairFailed {
+                mac: mac.clone(),
+                error: format!("{error:?}"),
+            });
+            error
+        };
+        let (generation, want, agent) = {
+            let mut st = self.sh.lock();
+            st.push(EventKind::PairCalled { mac: mac.clone() });
+            let agent = st.agents.get(&sender).cloned();
+            let generation = st.generation;
+            let d = st.dev(&mac)?;
+            if d.paired {
+                drop(st);
+                return Err(fail(BluezError::AlreadyExists("Already Exists".into())));
+            }
+            let want = match &d.cfg.kind {
+                DeviceKind::Jbd {
+                    auth: JbdAuth::Pairing { passkey },
+                    ..
+                } => Some(*passkey),
+                _ => None,
+            };
+            (generation, want, agent)
+        };
+        self.sh.cv.notify_all();
+        let keyboard = |cap: &str| matches!(cap, "KeyboardOnly" | "KeyboardDisplay" | "");
+        let authenticated = match (want, agent) {
+            (Some(passkey), Some((path, cap))) if keyboard(&cap) => {
+                let conn = self
+                    .sh
+                    .conn_of(generation)
+                    .ok_or_else(|| BluezError::Failed("Not ready".into()))?;
+                let asked = conn
+                    .call_method(
+                        Some(sender.as_str()),
+                        path.as_str(),
+                        Some("org.bluez.Agent1"),
+                        "RequestPasskey",
+                        &(owned_path(&device_path(&mac)),),
+                    )
+                    .await
+                    .and_then(|m| m.body().deserialize::<u32>());
+                match asked {
+                    Ok(given) => {
+                        self.sh.push(EventKind::PasskeyGiven {
+                            mac: mac.clone(),
+                            passkey: given,
+                        });
+                        if given != passkey {
+                            return Err(fail(BluezError::AuthenticationFailed(
+                                "Authentication Failed".into(),
+                            )));
+                        }
+                        true
+                    }
+                    Err(_) => {
+                        return Err(fail(BluezError::AuthenticationCanceled(
+                            "Authentication Canceled".into(),
+                        )));
+                    }
+                }
+            }
+            _ => false,
+        };
+        {
+            let mut st = self.sh.lock();
+            let d = st.dev(&mac)?;
+            d.paired = true;
+            d.bond_authenticated = authenticated;
+            st.push(EventKind::Paired {
+                mac: mac.clone(),
+                authenticated,
+            });
+        }
+        self.sh.cv.notify_all();
+        if let Some(conn) = self.sh.conn_of(generation) {
+            emit_changed(
+                &conn,
+                &device_path(&mac),
+                DEVICE1,
+                vec![("Paired", Value::from(true)), ("Bonded", Value::from(true))],
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    async fn cancel_pairing(&self) -> Result<(), BluezError> {
+        Ok(())
+    }
+
     async fn disconnect(&self) -> Result<(), BluezError> {
         self.sh.push(EventKind::Disconnect {
             mac: self.mac.clone(),
@@ -1543,12 +1952,12 @@ impl Device1 {
 
     #[zbus(property)]
     fn paired(&self) -> bool {
-        false
+        self.get(|d| d.paired).unwrap_or(false)
     }
 
     #[zbus(property)]
     fn bonded(&self) -> bool {
-        false
+        self.get(|d| d.paired).unwrap_or(false)
     }
 
     #[zbus(property)]
@@ -1774,14 +2183,7 @@ impl GattCharacteristic1 {
             write_type: write_type.clone(),
         });
         if self.role == CharRole::JbdWrite {
-            match parse_jbd_read_request(&value) {
-                Some(reg) => {
-                    tokio::spawn(jbd_respond(self.sh.clone(), mac, reg, generation, epoch));
-                }
-                None => log(&format!(
-                    "{mac}: ignoring write that is not a JBD read request: {value:02X?}"
-                )),
-            }
+            jbd_write(&self.sh, mac, value, generation, epoch);
         } else if let Some(d) = self.sh.lock().devices.get_mut(&mac) {
             d.char_values.insert(self.uuid.clone(), value);
         }
@@ -1952,6 +2354,7 @@ impl MockBluez {
                 scan_uuids: Vec::new(),
                 devices: Default::default(),
                 events: Vec::new(),
+                agents: HashMap::new(),
             }),
             cv: Condvar::new(),
         });
