@@ -814,6 +814,38 @@ passkey = "012345"
     }
 
     #[test]
+    fn the_example_configuration_parses_and_so_do_its_commented_keys() {
+        let example = include_str!("../telegraf.d/blebatt.example.toml");
+        let c = parse(example).unwrap();
+        assert_eq!(c.devices.len(), 2);
+        // Every commented-out `key = value` and table header, uncommented (a line is one when
+        // it parses as TOML by itself).
+        let uncommented: String = example
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest)
+                    if rest == "[[device]]"
+                        || (rest.contains(" = ")
+                            && toml::from_str::<toml::Table>(rest).is_ok()) =>
+                {
+                    rest
+                }
+                _ => l,
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let c = parse(&uncommented).unwrap();
+        assert_eq!(c.interval, Some(Duration::from_secs(10)));
+        let starter = &c.devices[2];
+        assert_eq!(starter.name, "starter");
+        assert_eq!(
+            starter.password.as_ref().map(Secret::expose),
+            Some("123456")
+        );
+        assert_eq!(starter.passkey.map(Passkey::value), Some(123_456));
+    }
+
+    #[test]
     fn adapter_names_are_bluez_names() {
         for good in ["hci0", "hci1", "hci12"] {
             assert_eq!(check_adapter(good), Ok(()));
