@@ -56,6 +56,22 @@ fn the_stand_alone_unit_starts_after_bluez() {
 }
 
 #[test]
+fn the_stand_alone_unit_reads_its_config_as_a_credential() {
+    // The throw-away user could not read a 640 root:telegraf file holding a password.
+    let service = settings(UNIT, "Service");
+    assert!(
+        has(&service, "LoadCredential", "blebatt.toml:/etc/blebatt/blebatt.toml"),
+        "{service:?}"
+    );
+    let exec = service
+        .iter()
+        .find(|(k, _)| k == "ExecStart")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_default();
+    assert!(exec.contains("--config %d/blebatt.toml"), "{exec}");
+}
+
+#[test]
 #[ignore = "needs systemd-analyze (Debian package systemd); run by .ci/run"]
 fn the_stand_alone_unit_is_hardened_to_an_exposure_of_at_most_2() {
     let out = Command::new("systemd-analyze")
