@@ -17,6 +17,7 @@ pub mod config;
 pub mod demo;
 pub mod device;
 pub mod devices;
+pub mod energy;
 pub mod logging;
 pub mod output;
 pub mod reading;

@@ -87,5 +87,10 @@ mod tests {
             "{shown}"
         );
         assert_eq!(s.expose(), "abc123");
+        // Shown as what it is, so a log line still says a secret was there.
+        assert_eq!(
+            format!("{s:?} {p:?}"),
+            "Secret(<redacted>) Passkey(<redacted>)"
+        );
     }
 }

@@ -60,7 +60,11 @@ fn the_stand_alone_unit_reads_its_config_as_a_credential() {
     // The throw-away user could not read a 640 root:telegraf file holding a password.
     let service = settings(UNIT, "Service");
     assert!(
-        has(&service, "LoadCredential", "blebatt.toml:/etc/blebatt/blebatt.toml"),
+        has(
+            &service,
+            "LoadCredential",
+            "blebatt.toml:/etc/blebatt/blebatt.toml"
+        ),
         "{service:?}"
     );
     let exec = service

@@ -490,6 +490,11 @@ fn hints_match_the_cause_not_the_text() {
         "Rejected send message",
     );
     assert!(hint(&POWERMON, &denied).contains("group `bluetooth`"));
+    // Pairing: the kind's own words where it has them, else the generic fix.
+    let pairing = PollError::PairingRequired;
+    assert!(hint(&JBD, &pairing).contains("often 123456"));
+    assert!(hint(&POWERMON, &pairing).contains("blebatt pair"));
+    assert!(!hint(&POWERMON, &pairing).contains("123456"));
     let gone = link(
         Cause::BluezUnavailable,
         "org.freedesktop.DBus.Error.ServiceUnknown",
