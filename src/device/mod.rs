@@ -7,7 +7,7 @@ mod task;
 
 use std::time::Duration;
 
-pub use task::{DeviceError, DeviceHandle, spawn};
+pub use task::{DeviceError, DeviceHandle, spawn, spawn_metered};
 
 use crate::devices::Kind;
 pub use crate::devices::PollError;

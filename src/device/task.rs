@@ -10,6 +10,7 @@ use tokio::time::{Instant, sleep_until};
 
 use super::DeviceSpec;
 use crate::devices::{Kind, PollError, Session, Values};
+use crate::energy::Meter;
 use crate::reading::Reading;
 use crate::transport::{Cause, LinkError, Transport};
 
@@ -188,14 +189,23 @@ struct Task<L> {
     /// Backoff between connections of a device that wants pairing (its connect succeeds,
     /// its polls echo).
     pairing_backoff: Duration,
+    /// The device's energy counters.
+    meter: Meter,
 }
 
-/// Starts the task for `spec` over `link`. It connects at once.
+/// Starts the task for `spec` over `link`, its energy counters in memory only. It connects
+/// at once.
 pub fn spawn<L: Transport>(spec: DeviceSpec, link: L) -> DeviceHandle {
+    let meter = Meter::volatile(&spec.name, &spec.address);
+    spawn_metered(spec, link, meter)
+}
+
+/// Starts the task for `spec` over `link`, with these energy counters (saved at a clean stop).
+pub fn spawn_metered<L: Transport>(spec: DeviceSpec, link: L, meter: Meter) -> DeviceHandle {
     let spec = Arc::new(spec);
     let (polls, rx) = mpsc::channel(4);
     let (stop, stop_rx) = watch::channel(false);
-    let join = tokio::spawn(Task::new(spec.clone(), link).run(rx, stop_rx));
+    let join = tokio::spawn(Task::new(spec.clone(), link, meter).run(rx, stop_rx));
     DeviceHandle {
         spec,
         polls,
@@ -224,7 +234,7 @@ fn jittered(base: Duration, unit: f64) -> Duration {
 }
 
 impl<L: Transport> Task<L> {
-    fn new(spec: Arc<DeviceSpec>, link: L) -> Self {
+    fn new(spec: Arc<DeviceSpec>, link: L, meter: Meter) -> Self {
         Task {
             spec,
             link,
@@ -240,6 +250,7 @@ impl<L: Transport> Task<L> {
             pairing_said: false,
             pair_not_before: None,
             pairing_backoff: Duration::ZERO,
+            meter,
         }
     }
 
@@ -291,6 +302,7 @@ impl<L: Transport> Task<L> {
                 }
             };
             if stopped {
+                self.meter.save();
                 let done = self.link.disconnect().await;
                 log::debug!(
                     "{}: {}",
@@ -428,10 +440,13 @@ impl<L: Transport> Task<L> {
     }
 
     async fn poll(&mut self) -> Result<Reading, DeviceError> {
-        if let State::Down { retry_at, .. } = self.state
-            && Instant::now() >= retry_at
-        {
-            self.try_connect().await;
+        // Twice at most: a connect that paired the device asks for another one at once.
+        for _ in 0..2 {
+            if let State::Down { retry_at, .. } = self.state
+                && Instant::now() >= retry_at
+            {
+                self.try_connect().await;
+            }
         }
         let session = match &mut self.state {
             State::Up(session) => session,
@@ -452,7 +467,9 @@ impl<L: Transport> Task<L> {
                     log::info!("{}: polling again", self.spec.name);
                 }
                 self.noted.report(&self.spec, values.as_ref());
+                let derived = values.battery().map(|b| self.meter.add(&b, time_ns));
                 Ok(Reading {
+                    derived,
                     device: self.spec.name.clone(),
                     address: self.spec.address.clone(),
                     time_ns,

@@ -165,6 +165,10 @@ impl Transport for Fake {
             self.script().notifications.push_back(data.to_vec());
             return Ok(());
         }
+        // A dongle without a password: handshake frames go unanswered.
+        if data.starts_with(&[0xFF, 0xAA]) {
+            return Ok(());
+        }
         let reply = match jbd::parse_read_request(data).expect("a read request") {
             3 => parse_hex(REAL_4S_INFO).unwrap(),
             4 => parse_hex(REAL_4S_CELLS).unwrap(),
@@ -436,7 +440,9 @@ async fn a_stop_during_a_poll_interrupts_it() {
     fake.script().read_steps = [Read::Hang].into();
     let (polls, polls_rx) = mpsc::channel(4);
     let (stop, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(Task::new(Arc::new(spec()), fake.clone()).run(polls_rx, stop_rx));
+    let meter = Meter::volatile("pm", "AA:BB:CC:DD:EE:03");
+    let task =
+        tokio::spawn(Task::new(Arc::new(spec()), fake.clone(), meter).run(polls_rx, stop_rx));
     let (reply, answer) = oneshot::channel();
     polls.send(reply).await.unwrap();
     until("a read in flight", || fake.script().reads == 1).await;
@@ -746,4 +752,43 @@ async fn a_wrong_passkey_is_said_and_not_tried_again_for_ten_minutes() {
         2,
         "tried again after {PAIR_RETRY:?}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_echo_during_the_password_handshake_is_paired_by_the_connect_itself() {
+    capture::start();
+    let (spec, fake) = pairing_bms(Some("123456"));
+    let spec = DeviceSpec {
+        password: Some(crate::secret::Secret::new("123456")),
+        ..spec
+    };
+    let h = spawn(spec, fake.clone());
+    // The connect's handshake meets the echo: pair, reconnect; the handshake then goes
+    // unanswered (this dongle has no password) and the poll reads.
+    h.poll().await.expect("read after pairing at connect");
+    assert_eq!(fake.script().pairings, [123_456]);
+    assert_eq!(fake.connects(), 2);
+    assert_eq!(capture::count(log::Level::Warn, "connect failed"), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_echo_during_the_handshake_without_a_passkey_is_said_once_and_backed_off() {
+    capture::start();
+    let (spec, fake) = pairing_bms(None);
+    let spec = DeviceSpec {
+        password: Some(crate::secret::Secret::new("123456")),
+        ..spec
+    };
+    let _h = spawn(spec, fake.clone());
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(
+        capture::count(log::Level::Error, "requires Bluetooth pairing"),
+        1
+    );
+    assert_eq!(capture::count(log::Level::Warn, "connect failed"), 0);
+    // Backing off: 1 + 2 + 4 + 8 + 16 s (+-20 %) fit in a minute, 32 more do not.
+    let n = fake.connects();
+    assert!((4..=7).contains(&n), "{n} connects in a minute");
+    assert!(!fake.script().connected, "its one connection is let go");
+    assert!(fake.script().pairings.is_empty());
 }
