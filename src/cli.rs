@@ -78,6 +78,11 @@ pub struct RunArgs {
     /// Poll on this interval instead of on stdin lines (for signal = "none"; up to 24h).
     #[arg(long, value_parser = crate::config::parse_interval_flag, value_name = "DURATION")]
     pub interval: Option<Duration>,
+    /// Where the energy counters' state is kept across restarts (default: state_dir in the
+    /// config, else $STATE_DIRECTORY, else /var/lib/blebatt when writable, else
+    /// $XDG_STATE_HOME/blebatt). With --demo, only when given.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args, Clone)]

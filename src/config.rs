@@ -100,6 +100,9 @@ struct FileConfig {
     interval: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     timeout: Option<Duration>,
+    /// Where the energy counters' state is kept (`run`).
+    #[serde(default)]
+    state_dir: Option<PathBuf>,
     #[serde(default)]
     device: Vec<Spanned<FileDevice>>,
 }
@@ -224,6 +227,8 @@ pub struct Config {
     pub devices: Vec<DeviceSpec>,
     /// Own polling interval (`signal = "none"`); `None` = poll on stdin ticks.
     pub interval: Option<Duration>,
+    /// `state_dir`: where `run` keeps the energy counters' state.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Normalises a Bluetooth address to `AA:BB:CC:DD:EE:FF`; accepts `-` separators and lower case.
@@ -478,6 +483,7 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
     Ok(Config {
         devices,
         interval: file.interval,
+        state_dir: file.state_dir,
     })
 }
 
@@ -497,6 +503,7 @@ pub fn resolve(src: &Sources) -> Result<Config, ConfigError> {
         None => Config {
             devices: Vec::new(),
             interval: None,
+            state_dir: None,
         },
     };
     if let Some(t) = src.timeout {

@@ -14,6 +14,8 @@ pub struct Reading {
     pub time_ns: i64,
     /// The kind's typed values (its measurement, tags and fields).
     pub values: Arc<dyn Values>,
+    /// The energy counters and time estimates, for a battery kind polled by a device task.
+    pub derived: Option<crate::energy::Derived>,
 }
 
 /// The system clock now, in Unix nanoseconds.

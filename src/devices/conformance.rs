@@ -164,6 +164,7 @@ fn a_device_advertising_a_kinds_demo_services_is_recognised_as_that_kind() {
 fn decoded_line(kind: &Kind, hex: &[String]) -> Option<String> {
     let values = (kind.decode.run)(hex).ok()?;
     let reading = Reading {
+        derived: None,
         device: "decoded".into(),
         address: String::new(),
         time_ns: 0,

@@ -158,6 +158,11 @@ pub trait Values: std::fmt::Debug + Send + Sync + 'static {
     fn caution(&self) -> Option<Caution> {
         None
     }
+    /// What the energy counters take from it (`energy/`); `None` for a kind that measures no
+    /// battery. A kind that gives one ends its schema with [`crate::energy::fields::SCHEMA`].
+    fn battery(&self) -> Option<crate::energy::Battery> {
+        None
+    }
     /// The concrete reading, for tests and benches that look inside.
     fn as_any(&self) -> &dyn Any;
 }

@@ -88,6 +88,9 @@ pub fn write_line(buf: &mut Vec<u8>, reading: &Reading) {
     values.tags(&mut |key, value| tag(buf, key, value));
     let mut fields = LineFields { buf, written: 0 };
     values.fields(&mut fields);
+    if let Some(d) = &reading.derived {
+        crate::energy::fields::write(d, &mut fields);
+    }
     if fields.written == 0 {
         buf.truncate(start);
         return;

@@ -19,6 +19,7 @@ fn real_jbd() -> JbdReading {
 
 fn reading(values: impl Values) -> Reading {
     Reading {
+        derived: None,
         device: "house bank".into(),
         address: "AA:BB:CC:DD:EE:01".into(),
         time_ns: 1_700_000_000_123_456_789,
@@ -327,6 +328,7 @@ mod same_as_the_builder {
             time_ns in any::<i64>(),
         ) {
             let r = Reading {
+                derived: None,
                 device,
                 address,
                 time_ns,
@@ -359,6 +361,7 @@ mod same_as_the_builder {
             pm.current_a = current;
             for values in [Arc::new(j) as Arc<dyn Values>, Arc::new(pm)] {
                 let r = Reading {
+                    derived: None,
                     device: "house bank".into(),
                     address: "AA:BB:CC:DD:EE:01".into(),
                     time_ns,

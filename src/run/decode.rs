@@ -25,6 +25,7 @@ pub fn main(what: DecodeCommand) -> i32 {
                 log::warn!("{}", c.message);
             }
             let reading = Reading {
+                derived: None,
                 device: DECODED_DEVICE.into(),
                 address: String::new(),
                 time_ns: now_ns(),

@@ -27,6 +27,16 @@ enum Event {
 pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     let cfg = resolve(&args.devices)?;
     let interval = args.interval.or(cfg.interval);
+    // The demo's counters are kept only where asked: a try-out leaves no files behind.
+    let chosen = args.state_dir.clone().or(cfg.state_dir.clone());
+    let metering = super::Metering {
+        state_dir: if args.devices.demo && chosen.is_none() {
+            None
+        } else {
+            crate::energy::state_dir(chosen.as_deref())
+        },
+        interval,
+    };
     let (stopper, mut stop) = stop::channel();
     stop::spawn_signal_watcher(stopper.clone())?;
     // Ticks from stdin: a queue of one, coalesced at the sender.
@@ -44,7 +54,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         mut failure,
         _bt,
     } = tokio::select! {
-        started = start_devices(&cfg, args.devices.demo) => started?,
+        started = start_devices(&cfg, args.devices.demo, &metering) => started?,
         why = stop.wait() => {
             log::info!("{why}: stopping before any device was started");
             return Ok(EXIT_OK);

@@ -122,6 +122,7 @@ pub(crate) fn resolve(args: &DeviceArgs) -> Result<Config, UsageError> {
         return Ok(Config {
             devices,
             interval: cfg.interval,
+            state_dir: cfg.state_dir,
         });
     }
     if cfg.devices.is_empty() {
@@ -161,8 +162,35 @@ pub(crate) struct Started {
     _bt: Option<crate::ble::Bluetooth>,
 }
 
+/// Where a device task's energy counters live: in memory (`once`), or continued from and
+/// saved to a state directory (`run`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Metering {
+    pub state_dir: Option<std::path::PathBuf>,
+    pub interval: Option<Duration>,
+}
+
+impl Metering {
+    fn meter(&self, spec: &DeviceSpec) -> crate::energy::Meter {
+        match &self.state_dir {
+            Some(dir) => crate::energy::Meter::persistent(
+                &spec.name,
+                &spec.address,
+                dir,
+                self.interval,
+                crate::reading::now_ns(),
+            ),
+            None => crate::energy::Meter::volatile(&spec.name, &spec.address),
+        }
+    }
+}
+
 /// Starts one task per device, over the demo links or Bluetooth.
-pub(crate) async fn start_devices(cfg: &Config, demo: bool) -> anyhow::Result<Started> {
+pub(crate) async fn start_devices(
+    cfg: &Config,
+    demo: bool,
+    metering: &Metering,
+) -> anyhow::Result<Started> {
     if demo {
         let timeout = cfg
             .devices
@@ -172,7 +200,10 @@ pub(crate) async fn start_devices(cfg: &Config, demo: bool) -> anyhow::Result<St
         return Ok(Started {
             handles: demo_devices(timeout)
                 .into_iter()
-                .map(|(spec, link)| device::spawn(spec, link))
+                .map(|(spec, link)| {
+                    let meter = metering.meter(&spec);
+                    device::spawn_metered(spec, link, meter)
+                })
                 .collect(),
             failure: Failure::never(),
             _bt: None,
@@ -191,7 +222,7 @@ pub(crate) async fn start_devices(cfg: &Config, demo: bool) -> anyhow::Result<St
         .devices
         .iter()
         .zip(links)
-        .map(|(spec, link)| device::spawn(spec.clone(), link))
+        .map(|(spec, link)| device::spawn_metered(spec.clone(), link, metering.meter(spec)))
         .collect();
     Ok(Started {
         handles,
@@ -225,12 +256,14 @@ async fn once(args: DeviceArgs) -> anyhow::Result<i32> {
     let cfg = resolve(&args)?;
     let (stopper, mut stop) = stop::channel();
     stop::spawn_signal_watcher(stopper)?;
+    // `once` keeps its counters in memory: it must not move the counters `run` keeps.
+    let once_metering = Metering::default();
     let Started {
         handles,
         mut failure,
         _bt,
     } = tokio::select! {
-        started = start_devices(&cfg, args.demo) => started?,
+        started = start_devices(&cfg, args.demo, &once_metering) => started?,
         why = stop.wait() => anyhow::bail!("{why}: interrupted before any device was started"),
     };
     let results = tokio::select! {

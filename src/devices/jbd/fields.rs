@@ -80,6 +80,7 @@ pub fn schema() -> Vec<FieldSpec> {
         ALARM,
         FULL_CHARGE_CAPACITY,
     ]);
+    s.extend(crate::energy::fields::SCHEMA);
     s
 }
 

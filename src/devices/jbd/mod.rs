@@ -129,6 +129,21 @@ impl Values for JbdReading {
         })
     }
 
+    fn battery(&self) -> Option<crate::energy::Battery> {
+        let i = &self.info;
+        Some(crate::energy::Battery {
+            voltage_v: i.voltage_v,
+            current_a: i.current_a,
+            remaining_ah: Some(i.remaining_capacity_ah),
+            // V11 firmware's learned full capacity, else the nominal one.
+            full_ah: Some(
+                i.v11
+                    .full_charge_capacity_ah
+                    .unwrap_or(i.nominal_capacity_ah),
+            ),
+        })
+    }
+
     fn as_any(&self) -> &dyn Any {
         self
     }

@@ -28,7 +28,7 @@ pub const FIRMWARE_VERSION: FieldSpec = FieldSpec::new("firmware_version", Str, 
 
 /// Every field, in the order they are printed.
 pub fn schema() -> Vec<FieldSpec> {
-    vec![
+    let mut s = vec![
         VOLTAGE1,
         VOLTAGE2,
         CURRENT,
@@ -42,7 +42,9 @@ pub fn schema() -> Vec<FieldSpec> {
         POWER_STATUS,
         RUNTIME,
         FIRMWARE_VERSION,
-    ]
+    ];
+    s.extend(crate::energy::fields::SCHEMA);
+    s
 }
 
 /// The reading's fields, in schema order.

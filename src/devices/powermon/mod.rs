@@ -79,6 +79,17 @@ impl Values for PowermonReading {
         &self.omitted
     }
 
+    /// A shunt measures its branch: the counters integrate what flows through it. It reports
+    /// no capacity, so no time estimates (its newer firmware reports its own `runtime`).
+    fn battery(&self) -> Option<crate::energy::Battery> {
+        Some(crate::energy::Battery {
+            voltage_v: self.voltage1_v,
+            current_a: self.current_a,
+            remaining_ah: None,
+            full_ah: None,
+        })
+    }
+
     fn as_any(&self) -> &dyn Any {
         self
     }
