@@ -50,6 +50,7 @@ fn bench(c: &mut Criterion) {
     );
 
     let reading = Reading {
+        derived: None,
         device: "bench".into(),
         address: "AA:BB:CC:DD:EE:FF".into(),
         time_ns: 1_700_000_000_000_000_000,
