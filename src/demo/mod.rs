@@ -49,6 +49,13 @@ pub fn wave(t: f64, period_s: f64, phase: f64) -> f64 {
     (t / period_s * std::f64::consts::TAU + phase).sin()
 }
 
+/// The factor on a demo device's typical current at time `t`: between -0.8 and 1.6, so the
+/// current turns from one sign to the other every 15 minutes (a cloud over the panels), and
+/// the energy counters and time estimates move both ways.
+pub fn swing(t: f64, phase: f64) -> f64 {
+    0.4 + wave(t, 1800.0, phase) + 0.2 * wave(t, 300.0, phase)
+}
+
 /// A demo device behind the [`Transport`] seam.
 pub struct DemoLink {
     peripheral: Box<dyn Peripheral>,

@@ -56,6 +56,9 @@ pub struct Execd {
     stderr_so_far: std::sync::Arc<(std::sync::Mutex<String>, std::sync::Condvar)>,
     /// With [`Execd::spawn_unread`]: the stdout pipe, held open and never read.
     _unread: Option<std::process::ChildStdout>,
+    /// The child's own state directory (energy counters), unless the test chose one: no test
+    /// reads or leaves state in the machine's /var/lib/blebatt or home.
+    _state: Option<tempfile::TempDir>,
 }
 
 impl Execd {
@@ -83,6 +86,12 @@ impl Execd {
     /// Starts a prepared command whose stdout is never read (a Telegraf that is stuck):
     /// once the pipe is full, every write to it blocks.
     pub fn spawn_unread(cmd: &mut Command) -> Execd {
+        let chosen = cmd.get_envs().any(|(k, _)| k == "STATE_DIRECTORY")
+            || cmd.get_args().any(|a| a == "--state-dir");
+        let state = (!chosen).then(|| tempfile::tempdir().unwrap());
+        if let Some(dir) = &state {
+            cmd.env("STATE_DIRECTORY", dir.path());
+        }
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -113,6 +122,7 @@ impl Execd {
             stderr: Some(stderr),
             stderr_so_far: so_far,
             _unread: Some(stdout),
+            _state: state,
         }
     }
 

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::auth::{self, Command, Password};
 use super::protocol;
-use crate::demo::{DemoDevice, NOTIFICATION_BYTES, Peripheral, wave};
+use crate::demo::{DemoDevice, NOTIFICATION_BYTES, Peripheral, swing, wave};
 use crate::transport::{CharInfo, Notification};
 
 /// A simulated JBD pack.
@@ -17,7 +17,7 @@ pub struct JbdSim {
     pub name: &'static str,
     /// Mean cell voltage, mV.
     pub cell_mv: f64,
-    /// Mean current, A (negative = discharging).
+    /// Typical current, A (negative = discharging); it swings through zero (see [`swing`]).
     pub current_a: f64,
     pub ntc_count: usize,
     /// A dongle that wants its app password before it answers.
@@ -85,7 +85,7 @@ impl JbdSim {
     pub fn basic_info_data(&self, t: f64) -> Vec<u8> {
         let cells = self.cell_mv_at(t);
         let pack_mv: f64 = cells.iter().map(|&c| f64::from(c)).sum();
-        let current_a = self.current_a * (1.0 + 0.3 * wave(t, 300.0, 0.0));
+        let current_a = self.current_a * swing(t, 0.0);
         let soc = (62.0 + 20.0 * wave(t, 3600.0, 0.5)).round();
         let nominal_10mah = (self.nominal_ah * 100.0).round() as u16;
         let remaining_10mah = (f64::from(nominal_10mah) * soc / 100.0).round() as u16;

@@ -4,7 +4,7 @@
 use uuid::Uuid;
 
 use super::protocol::{self, NewRecordFields};
-use crate::demo::{DemoDevice, Peripheral, wave};
+use crate::demo::{DemoDevice, Peripheral, swing, wave};
 use crate::transport::{CharInfo, Notification};
 
 /// A simulated PowerMon (new firmware).
@@ -17,7 +17,7 @@ pub struct PowermonSim {
 impl PowermonSim {
     /// The 54-byte new-firmware value at time `t`.
     pub fn record(&self, t: f64) -> Vec<u8> {
-        let current = self.current_a * (1.0 + 0.5 * wave(t, 240.0, 1.0));
+        let current = self.current_a * swing(t, 1.0);
         let voltage = self.voltage_v + 0.05 * wave(t, 600.0, 0.0);
         let fields = NewRecordFields {
             firmware_bcd: 0x0231,
