@@ -49,12 +49,23 @@ pub fn wave(t: f64, period_s: f64, phase: f64) -> f64 {
     (t / period_s * std::f64::consts::TAU + phase).sin()
 }
 
-/// The factor on a demo device's typical current at time `t`: between -0.8 and 1.6, so the
+/// The factor on a demo device's typical current at time `t`: between -0.8 and 1.6 (never
+/// within 0.05 of zero), so the
 /// current turns from one sign to the other every 15 minutes (a cloud over the panels), and
 /// the energy counters and time estimates move both ways.
 pub fn swing(t: f64, phase: f64) -> f64 {
-    0.4 + wave(t, 1800.0, phase) + 0.2 * wave(t, 300.0, phase)
+    let s = 0.4 + wave(t, 1800.0, phase) + 0.2 * wave(t, 300.0, phase);
+    // Never idle: at least 5 % of the typical current either way, so there is always a time
+    // estimate to show (the dashboards' panels, and their tests, rely on one).
+    if s.abs() < SWING_MIN {
+        SWING_MIN.copysign(s)
+    } else {
+        s
+    }
 }
+
+/// See [`swing`].
+const SWING_MIN: f64 = 0.05;
 
 /// A demo device behind the [`Transport`] seam.
 pub struct DemoLink {
