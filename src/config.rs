@@ -843,6 +843,7 @@ passkey = "012345"
             .collect();
         let c = parse(&uncommented).unwrap();
         assert_eq!(c.interval, Some(Duration::from_secs(10)));
+        assert_eq!(c.state_dir.as_deref(), Some(Path::new("/var/lib/blebatt")));
         let starter = &c.devices[2];
         assert_eq!(starter.name, "starter");
         assert_eq!(

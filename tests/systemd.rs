@@ -47,6 +47,8 @@ fn the_telegraf_drop_in_starts_telegraf_after_bluez_with_the_bluetooth_group() {
         has(&service, "SupplementaryGroups", "bluetooth"),
         "{service:?}"
     );
+    // The energy counters' state directory, for the telegraf user.
+    assert!(has(&service, "StateDirectory", "blebatt"), "{service:?}");
 }
 
 #[test]
@@ -73,6 +75,7 @@ fn the_stand_alone_unit_reads_its_config_as_a_credential() {
         .map(|(_, v)| v.as_str())
         .unwrap_or_default();
     assert!(exec.contains("--config %d/blebatt.toml"), "{exec}");
+    assert!(has(&service, "StateDirectory", "blebatt"), "{service:?}");
 }
 
 #[test]
