@@ -71,6 +71,10 @@ pub enum PairError {
     #[error("the pairing was cancelled or rejected (fix: try again, close to the device)")]
     Canceled,
     #[error(
+        "BlueZ already has a bond with it, yet it still echoes: the bond is stale or was made without the passkey (fix: `bluetoothctl remove` the address, then pair again)"
+    )]
+    StaleBond,
+    #[error(
         "could not connect to pair: {0} (fix: is it in range, and the phone app disconnected from it?)"
     )]
     NoConnection(String),

@@ -353,3 +353,33 @@ fn a_world_readable_config_with_a_secret_is_refused() {
             .all(|e| !matches!(e.kind, EventKind::Connect { .. }))
     );
 }
+
+#[test]
+fn run_says_a_stale_bond_once_instead_of_pairing_again_and_again() {
+    let rig = Rig::new(pairing_bms());
+    rig.mock.set_bond(MAC, false);
+    let config = rig.config(&format!("passkey = {PASSKEY}"));
+    let mut e = Execd::spawn(&mut rig.cmd(&["run", "--config", &config]));
+    e.tick();
+    assert!(e.wait_stderr("pairing failed", Duration::from_secs(60)));
+    // Later ticks get no line, and no new pairing attempt (not within 10 minutes).
+    for _ in 0..2 {
+        e.tick();
+        assert!(e.lines_within(Duration::from_secs(1)).is_empty());
+    }
+    e.close_stdin();
+    let (code, _, stderr) = e.wait(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        stderr
+            .matches("pairing failed: BlueZ already has a bond")
+            .count(),
+        1,
+        "{stderr}"
+    );
+    assert!(stderr.contains("bluetoothctl remove"), "{stderr}");
+    assert!(
+        rig.events(|k| matches!(k, EventKind::Paired { .. }))
+            .is_empty()
+    );
+}

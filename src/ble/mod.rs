@@ -677,13 +677,17 @@ impl Transport for BleLink {
     }
 
     async fn pair(&mut self, passkey: Passkey) -> Result<(), PairError> {
-        pair::pair(
+        // Called because the device echoes: a bond BlueZ already has is not one that works.
+        match pair::pair(
             &self.address.to_string(),
             self.adapter_name.as_deref(),
             passkey,
         )
-        .await
-        .map(drop)
+        .await?
+        {
+            pair::Paired::Now => Ok(()),
+            pair::Paired::Already => Err(PairError::StaleBond),
+        }
     }
 }
 

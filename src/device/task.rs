@@ -395,7 +395,7 @@ impl<L: Transport> Task<L> {
             if !self.pairing_said {
                 self.pairing_said = true;
                 log::error!(
-                    "{name} ({address}) {}{}: `blebatt pair {address}`",
+                    "{name} ({address}) {}{} (here: `blebatt pair {address}`)",
                     PollError::PairingRequired,
                     hint(self.spec.kind, &PollError::PairingRequired)
                 );

@@ -2472,6 +2472,16 @@ impl MockBluez {
     }
 
     /// Drop the link now, as a device going out of range would (LinkDropped event).
+    /// A bond BlueZ already holds for this device (as `bluetoothctl pair` without a keyboard
+    /// agent leaves: `authenticated` false, and pairing firmware keeps echoing).
+    pub fn set_bond(&self, mac: &str, authenticated: bool) {
+        let mut st = self.sh.lock();
+        if let Some(d) = st.devices.get_mut(&norm_mac(mac)) {
+            d.paired = true;
+            d.bond_authenticated = authenticated;
+        }
+    }
+
     pub fn drop_link(&self, mac: &str) {
         let sh = self.sh.clone();
         let mac = norm_mac(mac);
