@@ -173,37 +173,13 @@ impl Meter {
 /// `/var/lib/blebatt` when writable, else `$XDG_STATE_HOME/blebatt` (`~/.local/state/blebatt`).
 /// `None`, after one warning, when the one chosen cannot be written.
 pub fn state_dir(configured: Option<&Path>) -> Option<PathBuf> {
-    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
-    let candidate = match configured {
-        Some(dir) => dir.to_path_buf(),
-        None => {
-            let from_systemd = env("STATE_DIRECTORY").and_then(|v| {
-                let list: Vec<PathBuf> = std::env::split_paths(&v).collect();
-                list.iter()
-                    .find(|p| p.file_name().is_some_and(|n| n == "blebatt"))
-                    .or(list.first())
-                    .cloned()
-            });
-            let xdg = || {
-                env("XDG_STATE_HOME")
-                    .map(PathBuf::from)
-                    .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".local/state")))
-                    .map(|d| d.join("blebatt"))
-            };
-            match from_systemd {
-                Some(dir) => dir,
-                None if writable(Path::new(SYSTEM_STATE_DIR)).is_ok() => SYSTEM_STATE_DIR.into(),
-                None => match xdg() {
-                    Some(dir) => dir,
-                    None => {
-                        log::warn!(
-                            "no state directory (no $STATE_DIRECTORY, $XDG_STATE_HOME or $HOME, and {SYSTEM_STATE_DIR} is not writable): energy counters start afresh at every restart (fix: --state-dir DIR)"
-                        );
-                        return None;
-                    }
-                },
-            }
-        }
+    let env = |k: &str| std::env::var_os(k);
+    let system_writable = || writable(Path::new(SYSTEM_STATE_DIR)).is_ok();
+    let Some(candidate) = choose_state_dir(configured, &env, &system_writable) else {
+        log::warn!(
+            "no state directory (no $STATE_DIRECTORY, $XDG_STATE_HOME or $HOME, and {SYSTEM_STATE_DIR} is not writable): energy counters start afresh at every restart (fix: --state-dir DIR)"
+        );
+        return None;
     };
     match writable(&candidate) {
         Ok(()) => {
@@ -218,6 +194,35 @@ pub fn state_dir(configured: Option<&Path>) -> Option<PathBuf> {
             None
         }
     }
+}
+
+/// The choice of [`state_dir`], given the environment and whether the system directory can
+/// be written (asked only when it comes to that).
+fn choose_state_dir(
+    configured: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<std::ffi::OsString>,
+    system_writable: &dyn Fn() -> bool,
+) -> Option<PathBuf> {
+    if let Some(dir) = configured {
+        return Some(dir.to_path_buf());
+    }
+    let var = |k: &str| env(k).filter(|v| !v.is_empty());
+    if let Some(v) = var("STATE_DIRECTORY") {
+        let list: Vec<PathBuf> = std::env::split_paths(&v).collect();
+        let ours = list
+            .iter()
+            .find(|p| p.file_name().is_some_and(|n| n == "blebatt"));
+        if let Some(dir) = ours.or(list.first()) {
+            return Some(dir.clone());
+        }
+    }
+    if system_writable() {
+        return Some(SYSTEM_STATE_DIR.into());
+    }
+    var("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| var("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .map(|d| d.join("blebatt"))
 }
 
 /// Makes `dir` if needed and checks that a file can be written in it.

@@ -162,3 +162,55 @@ fn the_state_directory_is_the_configured_one_or_systemds_or_none_when_unwritable
     std::fs::write(&file, "").unwrap();
     assert_eq!(state_dir(Some(&file)), None, "not a directory");
 }
+
+#[test]
+fn the_default_state_directory_is_systemds_then_the_systems_then_the_users() {
+    use std::ffi::OsString;
+    let choose = |configured: Option<&str>, vars: &[(&str, &str)], system: bool| {
+        let env = |k: &str| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| OsString::from(v))
+        };
+        choose_state_dir(configured.map(Path::new), &env, &|| system)
+    };
+    let p = |s: &str| Some(PathBuf::from(s));
+    assert_eq!(
+        choose(Some("/mine"), &[("STATE_DIRECTORY", "/sd")], true),
+        p("/mine")
+    );
+    assert_eq!(choose(None, &[("STATE_DIRECTORY", "/sd")], true), p("/sd"));
+    // Telegraf's own StateDirectory and ours: ours.
+    assert_eq!(
+        choose(
+            None,
+            &[("STATE_DIRECTORY", "/var/lib/telegraf:/var/lib/blebatt")],
+            false
+        ),
+        p("/var/lib/blebatt")
+    );
+    assert_eq!(
+        choose(
+            None,
+            &[("STATE_DIRECTORY", "/var/lib/telegraf:/var/lib/other")],
+            false
+        ),
+        p("/var/lib/telegraf")
+    );
+    let home = [("XDG_STATE_HOME", "/x"), ("HOME", "/h")];
+    assert_eq!(choose(None, &home, true), p(SYSTEM_STATE_DIR));
+    assert_eq!(choose(None, &home, false), p("/x/blebatt"));
+    assert_eq!(
+        choose(
+            None,
+            &[
+                ("STATE_DIRECTORY", ""),
+                ("XDG_STATE_HOME", ""),
+                ("HOME", "/h")
+            ],
+            false
+        ),
+        p("/h/.local/state/blebatt")
+    );
+    assert_eq!(choose(None, &[], false), None);
+}
