@@ -13,6 +13,7 @@
 //! demo and the generic tests iterate over: adding a kind is its folder and one line there.
 
 pub mod jbd;
+pub mod jk;
 pub mod powermon;
 pub mod protocol;
 pub mod schema;
