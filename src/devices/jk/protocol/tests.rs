@@ -326,13 +326,11 @@ proptest! {
     ) {
         let mut r = Reassembler::new();
         for c in &chunks {
-            for item in r.push(c) {
-                if let Ok(rec) = item {
-                    prop_assert_eq!(rec.bytes.len(), RECORD_LEN);
-                    let _ = DeviceInfo::parse(&rec);
-                    let _ = CellInfo::parse(&rec, Layout::Cells24);
-                    let _ = CellInfo::parse(&rec, Layout::Cells32);
-                }
+            for rec in r.push(c).into_iter().flatten() {
+                prop_assert_eq!(rec.bytes.len(), RECORD_LEN);
+                let _ = DeviceInfo::parse(&rec);
+                let _ = CellInfo::parse(&rec, Layout::Cells24);
+                let _ = CellInfo::parse(&rec, Layout::Cells32);
             }
             prop_assert!(r.pending() < RECORD_LEN);
         }
