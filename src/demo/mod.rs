@@ -174,6 +174,25 @@ mod tests {
     use crate::devices::powermon::demo::PowermonSim;
     use crate::devices::powermon::protocol::{NEW_RECORD_UUID, OLD_RECORD_UUID};
 
+    #[test]
+    fn the_demo_current_swings_both_ways_and_never_idles() {
+        let swings: Vec<f64> = (0..86_400).map(|t| swing(f64::from(t), 0.0)).collect();
+        assert!(
+            swings
+                .iter()
+                .all(|s| s.abs() >= SWING_MIN && (-0.8..=1.6).contains(s))
+        );
+        assert!(swings.iter().any(|&s| s < -0.5), "discharging and charging");
+        assert!(swings.iter().any(|&s| s > 1.2));
+        // Away from zero the clamp leaves it alone.
+        let t = (0..86_400)
+            .map(f64::from)
+            .find(|&t| swing(t, 0.0) > 1.0)
+            .unwrap();
+        let raw = 0.4 + wave(t, 1800.0, 0.0) + 0.2 * wave(t, 300.0, 0.0);
+        assert_eq!(swing(t, 0.0), raw);
+    }
+
     fn shunt() -> DemoLink {
         DemoLink::new(Box::new(PowermonSim {
             voltage_v: 13.3,
