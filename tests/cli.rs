@@ -441,18 +441,28 @@ fn config_check() {
     );
 }
 
-/// Runs blebatt with no reachable Bluetooth (and stdin closed): an error that is not exit 2
-/// came from past the validation.
+/// Runs blebatt with no reachable Bluetooth: an error that is not exit 2 came from past the
+/// validation. Stdin stays open (as under Telegraf): `run` must stop because Bluetooth cannot
+/// be reached, not because stdin ended first.
 fn run_offline(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN)
+    let mut child = Command::new(BIN)
         .args(args)
         .env(
             "DBUS_SYSTEM_BUS_ADDRESS",
             "unix:path=/nonexistent/blebatt-test-bus",
         )
-        .stdin(std::process::Stdio::null())
-        .output()
+        .env(
+            "STATE_DIRECTORY",
+            std::env::temp_dir().join("blebatt-cli-test-state"),
+        )
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("run blebatt");
+    let stdin = child.stdin.take();
+    let out = child.wait_with_output().expect("run blebatt");
+    drop(stdin);
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8(out.stdout).unwrap(),
