@@ -160,6 +160,23 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_password_and_an_echo_have_jbd_words_for_their_fix() {
+        let wrong = PollError::decode(auth::AuthError::WrongPassword);
+        assert!(hint(&wrong).is_some_and(|h| h.contains("set password in its [[device]]")));
+        let refused = PollError::decode(auth::AuthError::AppKeyRefused(1));
+        assert_eq!(hint(&refused), None);
+        assert_eq!(hint(&PollError::decode(protocol::JbdError::NoFrame)), None);
+        assert!(hint(&PollError::PairingRequired).is_some_and(|h| h.contains("often 123456")));
+        assert!(
+            hint(&PollError::NoReply {
+                request: "register 0x03",
+                after: std::time::Duration::from_secs(5)
+            })
+            .is_some_and(|h| h.contains("Bluetooth password"))
+        );
+    }
+
+    #[test]
     fn a_jbd_is_recognised_by_either_service_or_by_a_dongle_name_alone() {
         assert!(looks("", &[protocol::SERVICE_UUID]));
         assert!(looks("", &[protocol::ALT_SERVICE_UUID]));
