@@ -614,7 +614,11 @@ adapter = "hci1"
         let e =
             parse("[[device]]\nname = \"x\"\nkind = \"daly\"\naddress = \"A4:C1:38:12:34:56\"\n")
                 .unwrap_err();
-        assert!(e.message.contains("kind is \"jbd\" or \"powermon\""), "{e}");
+        assert!(
+            e.message
+                .contains("kind is \"jbd\", \"powermon\" or \"jk\""),
+            "{e}"
+        );
         assert_eq!(e.location, "blebatt.toml line 3");
     }
 
@@ -966,7 +970,10 @@ passkey = "012345"
         ] {
             let e = parse_cli_device(&DeviceFlag::generic(bad), DEFAULT_TIMEOUT).unwrap_err();
             assert_eq!(e.location, format!("--device {bad}"));
-            assert!(e.message.contains("KIND \"jbd\" or \"powermon\""), "{e}");
+            assert!(
+                e.message.contains("KIND \"jbd\", \"powermon\" or \"jk\""),
+                "{e}"
+            );
         }
         let e = parse_cli_device(&DeviceFlag::generic("jbd:van"), DEFAULT_TIMEOUT).unwrap_err();
         assert!(

@@ -141,6 +141,9 @@ fn every_kinds_decode_help_shows_real_captures_that_decode() {
     }
 }
 
+/// The demo's devices: two JBD packs, a PowerMon, a JK pack.
+const DEMO_LINES: usize = 4;
+
 /// Every field the schema promises for each demo device.
 fn check_demo_lines(out: &str) {
     let lines = parse_all(out);
@@ -208,13 +211,31 @@ fn check_demo_lines(out: &str) {
     ] {
         field(pm, f);
     }
+    let jk = by_device("demo-jk");
+    assert_eq!(jk.series.measurement.as_str(), "jk_bms");
+    assert_eq!(tag(jk, "model").as_deref(), Some("JK_B2A8S20P"));
+    for f in [
+        "voltage",
+        "current",
+        "soc",
+        "soh",
+        "cell_8",
+        "cell_resistance_8",
+        "temperature_2",
+        "mos_temperature",
+        "errors",
+        "error_gps_remote_lock",
+        "charged_energy",
+    ] {
+        field(jk, f);
+    }
 }
 
 #[test]
-fn once_demo_prints_every_field_for_three_devices() {
+fn once_demo_prints_every_field_for_every_demo_device() {
     let (code, out, err) = run(&["once", "--demo"]);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(out.lines().count(), 3, "{out}");
+    assert_eq!(out.lines().count(), DEMO_LINES, "{out}");
     check_demo_lines(&out);
     assert_log_prefixes(&err);
 }
@@ -235,7 +256,7 @@ fn run_demo_answers_every_tick_and_exits_on_eof() {
     let mut e = Execd::start(&["run", "--demo"]);
     for _ in 0..5 {
         e.tick();
-        let lines = e.read_lines(3, Duration::from_secs(10));
+        let lines = e.read_lines(DEMO_LINES, Duration::from_secs(10));
         check_demo_lines(&(lines.join("\n") + "\n"));
     }
     drop(e.child.stdin.take()); // Telegraf closes stdin to stop us.
@@ -254,14 +275,17 @@ fn a_tick_followed_at_once_by_eof_still_prints_its_lines() {
     let mut e = Execd::start(&["run", "--demo"]);
     // Past start-up (a stop during start-up ends it before any device is polled).
     assert!(
-        e.wait_stderr("I! polling 3 device(s)", Duration::from_secs(60)),
+        e.wait_stderr(
+            &format!("I! polling {DEMO_LINES} device(s)"),
+            Duration::from_secs(60)
+        ),
         "never started"
     );
     e.tick();
     e.close_stdin();
     let (code, _, lines, err) = e.finish(Duration::from_secs(10));
     assert_eq!(code, Some(0), "{err}");
-    assert_eq!(lines.len(), 3, "{lines:?}\n{err}");
+    assert_eq!(lines.len(), DEMO_LINES, "{lines:?}\n{err}");
     check_demo_lines(&(lines.join("\n") + "\n"));
 }
 
@@ -269,7 +293,7 @@ fn a_tick_followed_at_once_by_eof_still_prints_its_lines() {
 fn run_demo_exits_cleanly_on_sigterm() {
     let mut e = Execd::start(&["run", "--demo"]);
     e.tick();
-    e.read_lines(3, Duration::from_secs(10));
+    e.read_lines(DEMO_LINES, Duration::from_secs(10));
     e.sigterm();
     let (code, took, err) = e.wait(Duration::from_secs(5));
     assert_eq!(code, Some(0), "{err}");
@@ -329,7 +353,7 @@ fn a_huge_stdin_line_is_one_tick_and_is_not_buffered() {
     }
     stdin.write_all(b"\n").unwrap();
     stdin.flush().unwrap();
-    check_demo_lines(&(e.read_lines(3, Duration::from_secs(30)).join("\n") + "\n"));
+    check_demo_lines(&(e.read_lines(DEMO_LINES, Duration::from_secs(30)).join("\n") + "\n"));
     let status = std::fs::read_to_string(format!("/proc/{}/status", e.child.id())).unwrap();
     let peak_kib: usize = status
         .lines()
@@ -380,8 +404,8 @@ fn with_an_interval_a_dev_null_stdin_is_not_a_stop() {
 #[test]
 fn run_demo_interval_polls_on_its_own() {
     let e = Execd::start(&["run", "--demo", "--interval", "200ms"]);
-    let lines = e.read_lines(9, Duration::from_secs(10));
-    check_demo_lines(&(lines[..3].join("\n") + "\n"));
+    let lines = e.read_lines(3 * DEMO_LINES, Duration::from_secs(10));
+    check_demo_lines(&(lines[..DEMO_LINES].join("\n") + "\n"));
     let mut e = e;
     drop(e.child.stdin.take());
     let (code, _, err) = e.wait(Duration::from_secs(5));
@@ -393,7 +417,7 @@ fn ticks_arriving_together_are_coalesced() {
     let mut e = Execd::start(&["run", "--demo"]);
     // Wait until the devices are up, then send a burst of ticks at once.
     e.tick();
-    e.read_lines(3, Duration::from_secs(10));
+    e.read_lines(DEMO_LINES, Duration::from_secs(10));
     e.child
         .stdin
         .as_mut()
@@ -401,8 +425,9 @@ fn ticks_arriving_together_are_coalesced() {
         .write_all(b"\n\n\n\n\n\n\n\n\n\n")
         .unwrap();
     e.child.stdin.as_mut().unwrap().flush().unwrap();
-    // One write of ten newlines (atomic on a pipe) is read at once: one tick, three lines.
-    let first = e.read_lines(3, Duration::from_secs(10));
+    // One write of ten newlines (atomic on a pipe) is read at once: one tick, one line per
+    // demo device.
+    let first = e.read_lines(DEMO_LINES, Duration::from_secs(10));
     check_demo_lines(&(first.join("\n") + "\n"));
     e.close_stdin();
     let (code, _, later, err) = e.finish(Duration::from_secs(5));

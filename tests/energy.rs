@@ -10,6 +10,8 @@ use common::*;
 use influxdb_line_protocol::FieldValue;
 
 const DEVICE: &str = "demo-12v";
+/// Lines per tick: one per demo device.
+const DEMO_LINES: usize = 4;
 /// demo-12v's largest current: 4.2 A x 1.6 (`demo::swing`).
 const MAX_CURRENT_A: f64 = 4.2 * 1.6;
 
@@ -40,7 +42,7 @@ fn start(dir: &std::path::Path) -> Execd {
 
 /// The demo-12v lines among the next `n` ticks' lines.
 fn next_lines(e: &Execd, ticks: usize) -> Vec<String> {
-    e.read_lines(3 * ticks, Duration::from_secs(60))
+    e.read_lines(DEMO_LINES * ticks, Duration::from_secs(60))
         .into_iter()
         .filter(|l| l.contains(&format!(",device={DEVICE},")))
         .collect()

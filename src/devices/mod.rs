@@ -38,7 +38,7 @@ use crate::device::DeviceSpec;
 use crate::transport::{CharInfo, Gatt, LinkError};
 
 /// Every kind blebatt knows, in the order `--demo` and `scan` list them.
-pub static KINDS: &[&Kind] = &[&jbd::KIND, &powermon::KIND];
+pub static KINDS: &[&Kind] = &[&jbd::KIND, &powermon::KIND, &jk::KIND];
 
 /// One kind of device: what the rest of blebatt needs to know of it. A static value per kind
 /// (`devices/<kind>/mod.rs`), listed once in [`KINDS`].

@@ -500,10 +500,10 @@ impl DemoRun {
 }
 
 /// Demo devices: 2 JBD packs + 1 PowerMon, one line each per tick.
-pub const DEMO_LINES_PER_TICK: usize = 3;
+pub const DEMO_LINES_PER_TICK: usize = 4;
 
 /// Spawns `blebatt run --demo`, writes "\n" `ticks` times `gap` apart (waiting for each tick's
-/// 3 lines before the next), then closes stdin and expects exit 0 with nothing more printed.
+/// 4 lines before the next), then closes stdin and expects exit 0 with nothing more printed.
 pub fn run_demo(ticks: usize, gap: Duration) -> DemoRun {
     let mut child = Command::new(BLEBATT)
         .args(["run", "--demo"])

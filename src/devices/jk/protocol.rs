@@ -33,7 +33,7 @@ pub const RECORD_CELL_INFO: u8 = 0x02;
 pub const RECORD_DEVICE_INFO: u8 = 0x03;
 
 /// The 8-bit sum the protocol uses as its checksum.
-fn sum8(bytes: &[u8]) -> u8 {
+pub fn sum8(bytes: &[u8]) -> u8 {
     bytes.iter().fold(0u8, |s, b| s.wrapping_add(*b))
 }
 
@@ -187,7 +187,7 @@ impl Layout {
     }
 
     /// The shift of the block after the cell voltages.
-    fn o1(self) -> usize {
+    pub fn o1(self) -> usize {
         match self {
             Layout::Cells24 => 0,
             Layout::Cells32 => 16,
@@ -195,7 +195,7 @@ impl Layout {
     }
 
     /// The shift of the block after the cell resistances.
-    fn o2(self) -> usize {
+    pub fn o2(self) -> usize {
         2 * self.o1()
     }
 }
@@ -212,11 +212,11 @@ pub struct DeviceInfo {
 }
 
 // Device info offsets and lengths.
-const DI_MODEL: (usize, usize) = (6, 16);
-const DI_HARDWARE: (usize, usize) = (22, 8);
-const DI_SOFTWARE: (usize, usize) = (30, 8);
-const DI_NAME: (usize, usize) = (46, 16);
-const DI_SERIAL: (usize, usize) = (86, 12);
+pub const DI_MODEL: (usize, usize) = (6, 16);
+pub const DI_HARDWARE: (usize, usize) = (22, 8);
+pub const DI_SOFTWARE: (usize, usize) = (30, 8);
+pub const DI_NAME: (usize, usize) = (46, 16);
+pub const DI_SERIAL: (usize, usize) = (86, 12);
 
 impl DeviceInfo {
     pub fn parse(r: &Record) -> Result<Self, JkError> {
@@ -312,33 +312,33 @@ pub struct CellInfo {
 
 // Cell info offsets, 24S layout; `+ o1` after the cell voltages, `+ o2` after the
 // resistances (see `Layout`).
-const CI_CELLS: usize = 6;
-const CI_ENABLED_MASK: usize = 54;
-const CI_CELL_AVG_MV: usize = 58;
-const CI_CELL_DELTA_MV: usize = 60;
-const CI_RESISTANCES_MOHM: usize = 64;
-const CI_VOLTAGE_MV: usize = 118;
-const CI_CURRENT_MA: usize = 126;
-const CI_T1_DECI_C: usize = 130;
-const CI_T2_DECI_C: usize = 132;
+pub const CI_CELLS: usize = 6;
+pub const CI_ENABLED_MASK: usize = 54;
+pub const CI_CELL_AVG_MV: usize = 58;
+pub const CI_CELL_DELTA_MV: usize = 60;
+pub const CI_RESISTANCES_MOHM: usize = 64;
+pub const CI_VOLTAGE_MV: usize = 118;
+pub const CI_CURRENT_MA: usize = 126;
+pub const CI_T1_DECI_C: usize = 130;
+pub const CI_T2_DECI_C: usize = 132;
 /// MOSFET temperature: here in the 24S layout; at [`CI32_MOS_DECI_C`] in the 32S one.
-const CI24_MOS_DECI_C: usize = 134;
-const CI32_MOS_DECI_C: usize = 144;
+pub const CI24_MOS_DECI_C: usize = 134;
+pub const CI32_MOS_DECI_C: usize = 144;
 /// Error bits: u16 here in the 24S layout; u32 at 134 + o2 in the 32S one.
-const CI24_ERRORS: usize = 136;
-const CI32_ERRORS: usize = 134;
-const CI_BALANCE_MA: usize = 138;
-const CI_BALANCING: usize = 140;
-const CI_SOC: usize = 141;
-const CI_REMAINING_MAH: usize = 142;
-const CI_NOMINAL_MAH: usize = 146;
-const CI_CYCLES: usize = 150;
-const CI_CYCLE_CAPACITY_MAH: usize = 154;
-const CI_SOH: usize = 158;
-const CI_CHARGE_FET: usize = 166;
-const CI_DISCHARGE_FET: usize = 167;
+pub const CI24_ERRORS: usize = 136;
+pub const CI32_ERRORS: usize = 134;
+pub const CI_BALANCE_MA: usize = 138;
+pub const CI_BALANCING: usize = 140;
+pub const CI_SOC: usize = 141;
+pub const CI_REMAINING_MAH: usize = 142;
+pub const CI_NOMINAL_MAH: usize = 146;
+pub const CI_CYCLES: usize = 150;
+pub const CI_CYCLE_CAPACITY_MAH: usize = 154;
+pub const CI_SOH: usize = 158;
+pub const CI_CHARGE_FET: usize = 166;
+pub const CI_DISCHARGE_FET: usize = 167;
 /// A temperature of -200.0 degC is "no sensor".
-const ABSENT_DECI_C: i16 = -2000;
+pub const ABSENT_DECI_C: i16 = -2000;
 /// Outside this a temperature is a broken sensor, not a reading.
 const TEMP_MIN_C: f64 = -40.0;
 const TEMP_MAX_C: f64 = 120.0;
