@@ -43,6 +43,8 @@ pub const JBD_WRITE: &str = "0000ff02-0000-1000-8000-00805f9b34fb";
 pub const JBD_ALT_SERVICE: &str = "0000fff0-0000-1000-8000-00805f9b34fb";
 pub const JBD_ALT_NOTIFY: &str = "0000fff1-0000-1000-8000-00805f9b34fb";
 pub const JBD_ALT_WRITE: &str = "0000fff2-0000-1000-8000-00805f9b34fb";
+pub const JK_SERVICE: &str = "0000ffe0-0000-1000-8000-00805f9b34fb";
+pub const JK_CHAR: &str = "0000ffe1-0000-1000-8000-00805f9b34fb";
 pub const POWERMON_OLD_SERVICE: &str = "7a95ce00-0ea8-1bcc-71a2-fc7539b81c9c";
 pub const POWERMON_OLD_CHAR: &str = "7a95ce01-0ea8-1bcc-71a2-fc7539b81c9c";
 pub const POWERMON_NEW_SERVICE: &str = "ec7c0000-2c7b-1539-172f-29d041beab3e";
@@ -187,6 +189,14 @@ pub enum DeviceKind {
         firmware: PowerMonFirmware,
         record: Vec<u8>,
     },
+    /// A JK BMS (JK02): `AA 55 90 EB 97 ..` gets `device_info`; `.. 96 ..` gets a settings
+    /// record and `cell_info`, then `cell_info` again every `stream_every` while the link
+    /// lasts. Records go out in `Faults::chunk_sizes` pieces; `Faults::silent` stops it all.
+    Jk {
+        device_info: Vec<u8>,
+        cell_info: Vec<u8>,
+        stream_every: Duration,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -262,6 +272,20 @@ impl MockDevice {
         let mut d = Self::new(mac, name, DeviceKind::PowerMon { firmware, record }, adv);
         d.address_type = "random".into();
         d
+    }
+
+    /// A JK BMS streaming these 300-byte records (one ffe1 for write and notify).
+    pub fn jk(mac: &str, name: &str, device_info: Vec<u8>, cell_info: Vec<u8>) -> Self {
+        Self::new(
+            mac,
+            name,
+            DeviceKind::Jk {
+                device_info,
+                cell_info,
+                stream_every: Duration::from_millis(300),
+            },
+            JK_SERVICE,
+        )
     }
 
     /// Not known to BlueZ: appears (InterfacesAdded) only after StartDiscovery.
@@ -510,6 +534,8 @@ struct DevState {
     /// `RemoveDevice` forgets it).
     paired: bool,
     bond_authenticated: bool,
+    /// JK: the link epoch whose cell info stream is running.
+    jk_streaming: Option<u64>,
 }
 
 impl DevState {
@@ -542,6 +568,7 @@ impl DevState {
             root_ok_epoch: None,
             paired: false,
             bond_authenticated: false,
+            jk_streaming: None,
         }
     }
 }
@@ -639,6 +666,8 @@ enum CharRole {
     JbdNotify,
     JbdWrite,
     Record,
+    /// JK's one ffe1: written and notifying.
+    JkBoth,
 }
 
 #[derive(Clone, Debug)]
@@ -692,6 +721,19 @@ fn layout(cfg: &MockDevice) -> (String, Vec<CharLayout>) {
                 }],
             )
         }
+        DeviceKind::Jk { .. } => (
+            JK_SERVICE.into(),
+            vec![CharLayout {
+                suffix: "char0011",
+                uuid: JK_CHAR.into(),
+                flags: vec![
+                    "write-without-response".into(),
+                    "write".into(),
+                    "notify".into(),
+                ],
+                role: CharRole::JkBoth,
+            }],
+        ),
     }
 }
 
@@ -707,7 +749,7 @@ fn notify_char(cfg: &MockDevice) -> Option<CharLayout> {
     layout(cfg)
         .1
         .into_iter()
-        .find(|c| c.role == CharRole::JbdNotify)
+        .find(|c| matches!(c.role, CharRole::JbdNotify | CharRole::JkBoth))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1362,6 +1404,109 @@ fn jbd_write(sh: &Sh, mac: String, value: Vec<u8>, generation: u64, epoch: u64) 
             "{mac}: ignoring write that is not a JBD read request: {value:02X?}"
         )),
     }
+}
+
+/// JK's command frame: `AA 55 90 EB cmd 00 .. sum`, 20 bytes (the mock's own encoding).
+fn jk_command(cmd: u8) -> Vec<u8> {
+    let mut f = vec![0u8; 20];
+    f[..5].copy_from_slice(&[0xAA, 0x55, 0x90, 0xEB, cmd]);
+    f[19] = f[..19].iter().fold(0u8, |a, b| a.wrapping_add(*b));
+    f
+}
+
+/// An empty JK record of `kind` (the settings record the BMS sends before streaming).
+fn jk_record(kind: u8) -> Vec<u8> {
+    let mut r = vec![0u8; 300];
+    r[..5].copy_from_slice(&[0x55, 0xAA, 0xEB, 0x90, kind]);
+    r[299] = r[..299].iter().fold(0u8, |a, b| a.wrapping_add(*b));
+    r
+}
+
+/// A write to a JK's ffe1: device info, or settings + cell info and the stream.
+fn jk_write(sh: &Sh, mac: String, value: Vec<u8>, generation: u64, epoch: u64) {
+    let (device_info, cell_info, every, silent, start_stream) = {
+        let mut st = sh.lock();
+        let Ok(d) = st.dev(&mac) else { return };
+        let DeviceKind::Jk {
+            device_info,
+            cell_info,
+            stream_every,
+        } = &d.cfg.kind
+        else {
+            return;
+        };
+        let out = (
+            device_info.clone(),
+            cell_info.clone(),
+            *stream_every,
+            d.cfg.faults.silent,
+            d.jk_streaming != Some(epoch),
+        );
+        if value == jk_command(0x96) {
+            d.jk_streaming = Some(epoch);
+        }
+        out
+    };
+    if silent {
+        return;
+    }
+    let sh = sh.clone();
+    if value == jk_command(0x97) {
+        tokio::spawn(async move {
+            send_record(&sh, &mac, &device_info, generation, epoch).await;
+        });
+    } else if value == jk_command(0x96) {
+        tokio::spawn(async move {
+            send_record(&sh, &mac, &jk_record(0x01), generation, epoch).await;
+            if !send_record(&sh, &mac, &cell_info, generation, epoch).await || !start_stream {
+                return;
+            }
+            // The BMS streams by itself from now on, while this link lasts.
+            loop {
+                tokio::time::sleep(every).await;
+                let current = {
+                    let st = sh.lock();
+                    st.devices.get(&mac).and_then(|d| match &d.cfg.kind {
+                        DeviceKind::Jk { cell_info, .. } if !d.cfg.faults.silent => {
+                            Some(cell_info.clone())
+                        }
+                        _ => None,
+                    })
+                };
+                let Some(cell_info) = current else { continue };
+                if !send_record(&sh, &mac, &cell_info, generation, epoch).await {
+                    return;
+                }
+            }
+        });
+    } else {
+        log(&format!("{mac}: ignoring JK write {value:02X?}"));
+    }
+}
+
+/// A record in `Faults::chunk_sizes` notifications; false once the link is gone.
+async fn send_record(sh: &Sh, mac: &str, record: &[u8], generation: u64, epoch: u64) -> bool {
+    let sizes = sh
+        .lock()
+        .devices
+        .get(mac)
+        .map(|d| d.cfg.faults.chunk_sizes.clone())
+        .unwrap_or_default();
+    for chunk in split(record, &sizes) {
+        let alive = {
+            let st = sh.lock();
+            st.generation == generation
+                && st
+                    .devices
+                    .get(mac)
+                    .is_some_and(|d| d.connected && d.notifying && d.link_epoch == epoch)
+        };
+        if !alive {
+            return false;
+        }
+        notify_jbd(sh.clone(), mac.to_string(), chunk, generation, epoch).await;
+    }
+    true
 }
 
 /// One notification on a JBD's notify characteristic, if that link is still up.
@@ -2184,6 +2329,8 @@ impl GattCharacteristic1 {
         });
         if self.role == CharRole::JbdWrite {
             jbd_write(&self.sh, mac, value, generation, epoch);
+        } else if self.role == CharRole::JkBoth {
+            jk_write(&self.sh, mac, value, generation, epoch);
         } else if let Some(d) = self.sh.lock().devices.get_mut(&mac) {
             d.char_values.insert(self.uuid.clone(), value);
         }
@@ -2225,7 +2372,7 @@ impl GattCharacteristic1 {
             let mut st = self.sh.lock();
             let generation = st.generation;
             let d = st.dev(&self.mac)?;
-            if !d.notifying || self.role != CharRole::JbdNotify {
+            if !d.notifying || !matches!(self.role, CharRole::JbdNotify | CharRole::JkBoth) {
                 return Err(BluezError::Failed("No notify session started".into()));
             }
             d.notifying = false;
@@ -2274,7 +2421,7 @@ impl GattCharacteristic1 {
 
     #[zbus(property)]
     fn notifying(&self) -> bool {
-        self.role == CharRole::JbdNotify
+        matches!(self.role, CharRole::JbdNotify | CharRole::JkBoth)
             && self
                 .sh
                 .lock()
@@ -2296,7 +2443,7 @@ impl GattCharacteristic1 {
 impl GattCharacteristic1 {
     fn path(&self) -> String {
         let suffix = match self.role {
-            CharRole::JbdNotify => "char0011",
+            CharRole::JbdNotify | CharRole::JkBoth => "char0011",
             CharRole::JbdWrite | CharRole::Record => "char0014",
         };
         char_path(&self.mac, suffix)
