@@ -113,6 +113,26 @@ fn an_interval_longer_than_the_gap_limit_is_not_integrated() {
 }
 
 #[test]
+fn without_a_configured_interval_the_typical_one_seen_sets_the_gap_limit() {
+    // Polled every 5 minutes: the limit is 15 minutes, so 11 minutes is counted.
+    let mut c = Counters::default();
+    for k in 0..4 {
+        c.add(at(300.0 * f64::from(k), 12.0, -6.0), None);
+    }
+    assert_eq!(
+        c.add(at(900.0 + 660.0, 12.0, -6.0), None),
+        Step::Integrated { seconds: 660.0 }
+    );
+    // A reading at the same instant as the last adds nothing, and is no clock going back.
+    let before = c.totals;
+    assert_eq!(
+        c.add(at(900.0 + 660.0, 12.0, -6.0), None),
+        Step::Integrated { seconds: 0.0 }
+    );
+    assert_eq!(c.totals, before);
+}
+
+#[test]
 fn a_reading_from_before_the_last_one_is_not_integrated() {
     let mut c = Counters::default();
     c.add(at(100.0, 12.0, 5.0), None);
