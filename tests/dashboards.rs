@@ -430,7 +430,7 @@ fn every_dashboard_query_returns_data() {
         })
         .collect();
     let seen = vm.export_when(
-        r#"{__name__=~"jbd_bms_.+|powermon_.+"}"#,
+        &db::vm_selector(&lines),
         series.len() as u64,
         samples,
         Duration::from_secs(15),

@@ -58,7 +58,7 @@ fn counters_continue_across_a_kill_9_and_are_saved_at_a_clean_stop() {
     // Saved when counting started (the next save is a minute later): the file is there.
     assert_eq!(
         std::fs::read_dir(dir.path()).unwrap().count(),
-        3,
+        DEMO_LINES,
         "one file per device"
     );
     first.child.kill().unwrap();

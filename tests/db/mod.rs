@@ -12,7 +12,7 @@
 
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -501,6 +501,13 @@ impl DemoRun {
 
 /// Demo devices: 2 JBD packs + 1 PowerMon, one line each per tick.
 pub const DEMO_LINES_PER_TICK: usize = 4;
+
+/// A VictoriaMetrics selector for every series of these lines' measurements.
+pub fn vm_selector(lines: &[Line]) -> String {
+    let measurements: BTreeSet<&str> = lines.iter().map(|l| l.measurement.as_str()).collect();
+    let names: Vec<&str> = measurements.into_iter().collect();
+    format!(r#"{{__name__=~"({})_.+"}}"#, names.join("|"))
+}
 
 /// Spawns `blebatt run --demo`, writes "\n" `ticks` times `gap` apart (waiting for each tick's
 /// 4 lines before the next), then closes stdin and expects exit 0 with nothing more printed.
