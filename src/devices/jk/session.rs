@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use tokio::time::{Instant, timeout_at};
 
@@ -107,9 +108,9 @@ impl JkSession {
     ) -> Result<Option<Record>, PollError> {
         let mut newest = None;
         let mut broken = None;
-        // What streamed in since the last poll (a timeout at "now" still takes what is
-        // queued: the future is polled before the deadline is).
-        while let Ok(n) = timeout_at(Instant::now(), link.notification()).await {
+        // What streamed in since the last poll: polled once each, without waiting (a timer
+        // at "now" would wait for the timer's next millisecond tick).
+        while let Some(n) = link.notification().now_or_never() {
             let n = n?;
             if n.characteristic == jk::CHAR_UUID {
                 self.feed(&n.value, kind, &mut newest, &mut broken);
