@@ -17,6 +17,7 @@ pub mod jk;
 pub mod powermon;
 pub mod protocol;
 pub mod schema;
+pub mod victron;
 
 #[cfg(test)]
 mod conformance;
