@@ -55,6 +55,14 @@ struct Agent {
     asked: Arc<AtomicBool>,
 }
 
+impl Agent {
+    /// The passkey goes to BlueZ only, and only for the device being paired: the agent is an
+    /// object on the system bus, which any client could call.
+    fn may_answer(&self, sender: Option<&str>, device: &OwnedObjectPath) -> bool {
+        sender == Some(self.bluez.as_str()) && *device == self.device
+    }
+}
+
 #[derive(Debug, zbus::DBusError)]
 #[zbus(prefix = "org.bluez.Error")]
 enum AgentError {
@@ -70,8 +78,8 @@ impl Agent {
         device: OwnedObjectPath,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<u32, AgentError> {
-        let from_bluez = hdr.sender().is_some_and(|s| s.as_str() == self.bluez);
-        if !from_bluez || device != self.device {
+        let sender = hdr.sender().map(|s| s.as_str());
+        if !self.may_answer(sender, &device) {
             log::warn!(
                 "refused a passkey request that was not BlueZ's for the device being paired"
             );
@@ -343,4 +351,80 @@ pub async fn pair(
         let _ = call(&conn, device.as_str(), DEVICE1, "Disconnect", &()).await;
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_agent_answers_only_bluez_and_only_for_the_device_being_paired() {
+        let path = |p: &str| OwnedObjectPath::try_from(p).unwrap();
+        let agent = Agent {
+            passkey: Passkey::parse("123456").unwrap(),
+            device: path("/org/bluez/hci0/dev_AA_BB_CC_DD_EE_01"),
+            bluez: ":1.7".into(),
+            asked: Arc::default(),
+        };
+        let ours = path("/org/bluez/hci0/dev_AA_BB_CC_DD_EE_01");
+        let other = path("/org/bluez/hci0/dev_AA_BB_CC_DD_EE_02");
+        assert!(agent.may_answer(Some(":1.7"), &ours));
+        assert!(!agent.may_answer(Some(":1.8"), &ours), "another client");
+        assert!(!agent.may_answer(Some(":1.7"), &other), "another device");
+        assert!(!agent.may_answer(Some(":1.8"), &other));
+        assert!(!agent.may_answer(None, &ours));
+    }
+
+    #[test]
+    fn devices_are_found_by_address_on_the_named_adapter() {
+        let path = |p: &str| OwnedObjectPath::try_from(p).unwrap();
+        let device = |addr: &str, paired: bool| {
+            let mut props = HashMap::new();
+            props.insert(
+                "Address".to_string(),
+                OwnedVariant::try_from(Variant::from(addr)).unwrap(),
+            );
+            props.insert(
+                "Paired".to_string(),
+                OwnedVariant::try_from(Variant::from(paired)).unwrap(),
+            );
+            let mut ifaces = HashMap::new();
+            ifaces.insert(DEVICE1.to_string(), props);
+            ifaces
+        };
+        let mut objects: Objects = HashMap::new();
+        objects.insert(
+            path("/org/bluez/hci0/dev_AA"),
+            device("AA:BB:CC:DD:EE:01", false),
+        );
+        objects.insert(
+            path("/org/bluez/hci1/dev_AA"),
+            device("AA:BB:CC:DD:EE:01", true),
+        );
+        let mut adapter = HashMap::new();
+        adapter.insert(ADAPTER1.to_string(), HashMap::new());
+        objects.insert(path("/org/bluez/hci1"), adapter.clone());
+        objects.insert(path("/org/bluez/hci0"), adapter);
+        let found = find_device(&objects, "aa:bb:cc:dd:ee:01", Some("hci1")).unwrap();
+        assert_eq!(
+            (found.0.as_str(), found.1),
+            ("/org/bluez/hci1/dev_AA", true)
+        );
+        let found = find_device(&objects, "AA:BB:CC:DD:EE:01", Some("hci0")).unwrap();
+        assert_eq!(
+            (found.0.as_str(), found.1),
+            ("/org/bluez/hci0/dev_AA", false)
+        );
+        assert!(find_device(&objects, "AA:BB:CC:DD:EE:02", None).is_none());
+        assert_eq!(
+            adapter_path(&objects, None).unwrap().as_str(),
+            "/org/bluez/hci0",
+            "the first adapter"
+        );
+        assert_eq!(
+            adapter_path(&objects, Some("hci1")).unwrap().as_str(),
+            "/org/bluez/hci1"
+        );
+        assert!(adapter_path(&objects, Some("hci2")).is_none());
+    }
 }
