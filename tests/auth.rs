@@ -267,6 +267,10 @@ fn pair_by_config_name_takes_the_configured_passkey() {
         stderr.contains(&format!("house ({MAC}): paired")),
         "{stderr}"
     );
+    // By address, with the same config: its passkey is used too (BlueZ already has the bond).
+    let (code, _, stderr) = rig.finish(&["pair", MAC, "--config", &config]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("already paired"), "{stderr}");
     // An unknown name is a usage error naming the configured ones.
     let (code, _, stderr) = rig.finish(&["pair", "garage", "--config", &config]);
     assert_eq!(code, Some(2), "{stderr}");
@@ -288,6 +292,20 @@ fn a_wrong_passkey_is_said_with_the_fix_and_leaves_no_agent_behind() {
     // Nothing left half-done: the right passkey then pairs.
     let (code, _, stderr) = rig.finish(&["pair", MAC, "--passkey", &PASSKEY.to_string()]);
     assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[test]
+fn pair_goes_through_the_adapter_asked_for() {
+    let rig = Rig::new(pairing_bms());
+    let passkey = PASSKEY.to_string();
+    // The mock has hci0 only: through hci1 the device is not there.
+    let (code, _, stderr) = rig.finish(&["pair", MAC, "--passkey", &passkey, "--adapter", "hci1"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("no Bluetooth adapter"), "{stderr}");
+    assert!(
+        rig.events(|k| matches!(k, EventKind::PairCalled { .. }))
+            .is_empty()
+    );
 }
 
 #[test]
