@@ -12,7 +12,7 @@ pub mod session;
 
 use std::any::Any;
 
-use protocol::{CellInfo, DeviceInfo, Layout, Reassembler, Record};
+use protocol::{CellInfo, DeviceInfo, Reassembler, Record};
 
 use super::{Advertised, Decoder, Fields, Kind, Omitted, PollError, Values};
 use crate::devices::protocol::parse_hex;
@@ -94,12 +94,6 @@ pub fn decode(hex: &[String]) -> Result<JkReading, String> {
         info: CellInfo::parse(cells, device.layout).map_err(|e| e.to_string())?,
         model: Some(device.model).filter(|m| !m.is_empty()),
     })
-}
-
-impl JkReading {
-    pub fn layout(&self) -> Layout {
-        self.info.layout
-    }
 }
 
 impl Values for JkReading {
