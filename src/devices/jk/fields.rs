@@ -150,11 +150,7 @@ pub fn write(c: &CellInfo, out: &mut dyn Fields) {
     out.put(&CHARGE_FET, Value::Bool(c.charge_fet_on));
     out.put(&DISCHARGE_FET, Value::Bool(c.discharge_fet_on));
     out.put(&ERRORS, Value::Int(c.errors.into()));
-    let named = ERROR_BITS
-        .iter()
-        .enumerate()
-        .filter_map(|(bit, name)| name.map(|_| c.errors & (1 << bit) != 0));
-    for (spec, on) in ERROR_FLAGS.iter().zip(named) {
+    for (spec, (_, on)) in ERROR_FLAGS.iter().zip(c.error_flags()) {
         out.put(spec, Value::Bool(on));
     }
 }

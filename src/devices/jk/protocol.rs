@@ -427,13 +427,12 @@ impl CellInfo {
         })
     }
 
-    /// The named error bits that are set.
-    pub fn error_names(&self) -> impl Iterator<Item = &'static str> + '_ {
+    /// Each named error bit, in [`ERROR_BITS`] order, and whether it is set.
+    pub fn error_flags(&self) -> impl Iterator<Item = (&'static str, bool)> + '_ {
         ERROR_BITS
             .iter()
             .enumerate()
-            .filter(|(i, _)| self.errors & (1 << i) != 0)
-            .filter_map(|(_, name)| *name)
+            .filter_map(|(bit, name)| name.map(|n| (n, self.errors & (1 << bit) != 0)))
     }
 }
 
