@@ -425,6 +425,16 @@ impl<L: Transport> Task<L> {
         }
     }
 
+    /// A failed poll, naming the device, with the hint for its cause.
+    fn poll_error(&self, e: PollError) -> DeviceError {
+        DeviceError::Poll {
+            device: self.spec.name.clone(),
+            address: self.spec.address.clone(),
+            hint: hint(self.spec.kind, &e),
+            source: e,
+        }
+    }
+
     fn go_down(&mut self, why: &PollError) {
         log::warn!(
             "{} ({}): connection lost: {why}; reconnecting",
@@ -492,12 +502,7 @@ impl<L: Transport> Task<L> {
                     base: self.pairing_backoff,
                 };
                 self.last_error = e.clone();
-                Err(DeviceError::Poll {
-                    device: self.spec.name.clone(),
-                    address: self.spec.address.clone(),
-                    hint: hint(self.spec.kind, &e),
-                    source: e,
-                })
+                Err(self.poll_error(e))
             }
             Err(e) => {
                 // "In a row": any other outcome breaks the run of misses.
@@ -520,12 +525,7 @@ impl<L: Transport> Task<L> {
                         self.last_logged = Some(msg);
                     }
                 }
-                Err(DeviceError::Poll {
-                    device: self.spec.name.clone(),
-                    address: self.spec.address.clone(),
-                    hint: hint(self.spec.kind, &e),
-                    source: e,
-                })
+                Err(self.poll_error(e))
             }
         }
     }
