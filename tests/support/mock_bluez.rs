@@ -1149,6 +1149,16 @@ fn split(bytes: &[u8], pattern: &[usize]) -> Vec<Vec<u8>> {
     out
 }
 
+/// The link a reply belongs to is still up and notifying (same BlueZ, same connection).
+fn link_alive(sh: &Sh, mac: &str, generation: u64, epoch: u64) -> bool {
+    let st = sh.lock();
+    st.generation == generation
+        && st
+            .devices
+            .get(mac)
+            .is_some_and(|d| d.connected && d.notifying && d.link_epoch == epoch)
+}
+
 /// Answer a JBD read request with notifications, applying the device's faults.
 async fn jbd_respond(sh: Sh, mac: String, reg: u8, generation: u64, epoch: u64) {
     // Let the WriteValue reply go out first, as on a real link.
@@ -1157,14 +1167,7 @@ async fn jbd_respond(sh: Sh, mac: String, reg: u8, generation: u64, epoch: u64) 
         return;
     };
     let _guard = reply_lock.lock().await;
-    let alive = |sh: &Sh| {
-        let st = sh.lock();
-        st.generation == generation
-            && st
-                .devices
-                .get(&mac)
-                .is_some_and(|d| d.connected && d.notifying && d.link_epoch == epoch)
-    };
+    let alive = |sh: &Sh| link_alive(sh, &mac, generation, epoch);
     if !alive(&sh) {
         return;
     }
@@ -1493,15 +1496,7 @@ async fn send_record(sh: &Sh, mac: &str, record: &[u8], generation: u64, epoch: 
         .map(|d| d.cfg.faults.chunk_sizes.clone())
         .unwrap_or_default();
     for chunk in split(record, &sizes) {
-        let alive = {
-            let st = sh.lock();
-            st.generation == generation
-                && st
-                    .devices
-                    .get(mac)
-                    .is_some_and(|d| d.connected && d.notifying && d.link_epoch == epoch)
-        };
-        if !alive {
+        if !link_alive(sh, mac, generation, epoch) {
             return false;
         }
         notify_jbd(sh.clone(), mac.to_string(), chunk, generation, epoch).await;
