@@ -110,9 +110,12 @@ fn device_flag_help() -> String {
 pub struct DecodeCommand {
     pub kind: &'static Kind,
     pub hex: Vec<String>,
+    /// `--key`, for kinds whose bytes are encrypted.
+    pub key: Option<String>,
 }
 
 const HEX_ARG: &str = "hex";
+const KEY_ARG: &str = "key";
 
 impl FromArgMatches for DecodeCommand {
     fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
@@ -124,7 +127,12 @@ impl FromArgMatches for DecodeCommand {
             .get_many::<String>(HEX_ARG)
             .map(|v| v.cloned().collect())
             .unwrap_or_default();
-        Ok(DecodeCommand { kind, hex })
+        let key = if kind.decode.key {
+            sub.get_one::<String>(KEY_ARG).cloned()
+        } else {
+            None
+        };
+        Ok(DecodeCommand { kind, hex, key })
     }
 
     fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
@@ -146,17 +154,23 @@ impl Subcommand for DecodeCommand {
                 .decode
                 .examples
                 .iter()
-                .map(|(what, args)| {
-                    let args: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
-                    format!("{what}:\n  blebatt decode {} {}", kind.name, args.join(" "))
-                })
+                .map(|e| format!("{}:\n  blebatt decode {}", e.what, example_args(kind, e)))
                 .collect();
-            cmd.subcommand(
-                clap::Command::new(kind.name)
-                    .about(kind.decode.about)
-                    .after_help(format!("Examples, real captures:\n{}", examples.join("\n")))
-                    .arg(hex),
-            )
+            let sub = clap::Command::new(kind.name)
+                .about(kind.decode.about)
+                .after_help(format!("Examples, real captures:\n{}", examples.join("\n")))
+                .arg(hex);
+            cmd.subcommand(if kind.decode.key {
+                sub.arg(
+                    clap::Arg::new(KEY_ARG)
+                        .long(KEY_ARG)
+                        .value_name("KEY")
+                        .required(true)
+                        .help("The device's key (32 hex digits). Given here, other users of the machine can see it while decode runs"),
+                )
+            } else {
+                sub
+            })
         })
     }
 
@@ -167,6 +181,16 @@ impl Subcommand for DecodeCommand {
     fn has_subcommand(name: &str) -> bool {
         devices::by_name(name).is_some()
     }
+}
+
+/// An example's arguments as a user types them after `blebatt decode`.
+pub fn example_args(kind: &Kind, e: &devices::Example) -> String {
+    let mut args = vec![kind.name.to_string()];
+    if let Some(key) = e.key {
+        args.push(format!("--key {key}"));
+    }
+    args.extend(e.hex.iter().map(|a| format!("'{a}'")));
+    args.join(" ")
 }
 
 #[derive(Debug, Args)]

@@ -123,6 +123,24 @@ struct FileDevice {
     /// The BLE pairing passkey: `123456` or `"123456"`. A secret.
     #[serde(default)]
     passkey: Option<Spanned<PasskeyText>>,
+    /// The key the device's data is encrypted with (kinds that need one: Victron). A secret.
+    #[serde(default)]
+    key: Option<Spanned<KeyText>>,
+}
+
+/// A `key` as written: a string. Anything else is refused without echoing it.
+#[derive(Debug)]
+struct KeyText(String);
+
+impl<'de> Deserialize<'de> for KeyText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match toml::Value::deserialize(d) {
+            Ok(toml::Value::String(s)) => Ok(KeyText(s)),
+            _ => Err(serde::de::Error::custom(
+                "key: write it as a quoted string of 32 hex digits, e.g. key = \"0123456789abcdef0123456789abcdef\"",
+            )),
+        }
+    }
 }
 
 /// A `password` as written: a string. Anything else is refused without echoing it (serde's
@@ -270,6 +288,11 @@ pub fn parse_cli_device(flag: &DeviceFlag, timeout: Duration) -> Result<DeviceSp
             "{mac:?} is not a Bluetooth address; use six hex pairs like A4:C1:38:12:34:56 (`blebatt scan` lists them)"
         ))
     })?;
+    if kind.key.is_some() {
+        return Err(err(format!(
+            "{kind} devices need their key, a secret, which the command line would show to every user (fix: configure this device in a [[device]] table with key = \"...\" in the --config file)"
+        )));
+    }
     Ok(DeviceSpec {
         name: name.to_string(),
         kind,
@@ -278,6 +301,7 @@ pub fn parse_cli_device(flag: &DeviceFlag, timeout: Duration) -> Result<DeviceSp
         adapter: None,
         password: None,
         passkey: None,
+        key: None,
     })
 }
 
@@ -316,16 +340,16 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
 /// Permission bit: readable by every user.
 const OTHERS_READ: u32 = 0o004;
 
-/// A file holding a password or passkey must not be readable by every user of the machine.
+/// A file holding a password, passkey or key must not be readable by every user of the machine.
 /// Group-readable is fine: Telegraf reads it through its group.
 fn check_secrets_private(cfg: &Config, mode: u32) -> Result<(), String> {
     let holds_secrets = cfg
         .devices
         .iter()
-        .any(|d| d.password.is_some() || d.passkey.is_some());
+        .any(|d| d.password.is_some() || d.passkey.is_some() || d.key.is_some());
     if holds_secrets && mode & OTHERS_READ != 0 {
         return Err(format!(
-            "holds a password or passkey and is readable by every user (mode {:03o}) (fix: `chmod 640` it, and `chgrp telegraf` it when Telegraf runs blebatt)",
+            "holds a password, passkey or key and is readable by every user (mode {:03o}) (fix: `chmod 640` it, and `chgrp telegraf` it when Telegraf runs blebatt)",
             mode & 0o777
         ));
     }
@@ -470,6 +494,30 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
                 message: format!("passkey: {e}"),
             })?),
         };
+        let key = match (&d.key, kind.key) {
+            (None, None) => None,
+            (Some(k), None) => {
+                return Err(ConfigError {
+                    location: at(k.span()),
+                    message: format!("key: {kind} devices have no key (fix: remove the key)"),
+                });
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError {
+                    location: at(d.name.span()),
+                    message: format!(
+                        "{kind} device {name:?} has no key: its data is encrypted (fix: add key = \"...\", the 32 hex digits VictronConnect shows under the device's Product info, Instant readout details, Show)"
+                    ),
+                });
+            }
+            (Some(k), Some(check)) => {
+                check(&k.get_ref().0).map_err(|e| ConfigError {
+                    location: at(k.span()),
+                    message: format!("key: {e}"),
+                })?;
+                Some(Secret::new(k.get_ref().0.trim()))
+            }
+        };
         devices.push(DeviceSpec {
             name,
             kind,
@@ -478,6 +526,7 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
             adapter: d.adapter.clone(),
             password,
             passkey,
+            key,
         });
     }
     Ok(Config {
@@ -616,7 +665,7 @@ adapter = "hci1"
                 .unwrap_err();
         assert!(
             e.message
-                .contains("kind is \"jbd\", \"powermon\" or \"jk\""),
+                .contains("kind is \"jbd\", \"powermon\", \"jk\" or \"victron\""),
             "{e}"
         );
         assert_eq!(e.location, "blebatt.toml line 3");
@@ -957,6 +1006,15 @@ passkey = "012345"
     fn the_device_flag_takes_any_registered_kind_and_names_them_when_wrong() {
         for kind in crate::devices::KINDS {
             let flag = DeviceFlag::generic(&format!("{}:van=a4:c1:38:00:00:01", kind.name));
+            if kind.key.is_some() {
+                // A key would be on the command line for every user to see.
+                let e = parse_cli_device(&flag, DEFAULT_TIMEOUT).unwrap_err();
+                assert!(
+                    e.message
+                        .contains("configure this device in a [[device]] table")
+                );
+                continue;
+            }
             let d = parse_cli_device(&flag, DEFAULT_TIMEOUT).unwrap();
             assert_eq!(
                 (d.kind, d.name.as_str(), d.address.as_str()),
@@ -971,7 +1029,8 @@ passkey = "012345"
             let e = parse_cli_device(&DeviceFlag::generic(bad), DEFAULT_TIMEOUT).unwrap_err();
             assert_eq!(e.location, format!("--device {bad}"));
             assert!(
-                e.message.contains("KIND \"jbd\", \"powermon\" or \"jk\""),
+                e.message
+                    .contains("KIND \"jbd\", \"powermon\", \"jk\" or \"victron\""),
                 "{e}"
             );
         }

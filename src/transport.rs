@@ -4,7 +4,8 @@
 //! each kind's session (`devices/<kind>/session.rs`) speaks its protocol over it.
 //!
 //! A passive kind (one that only advertises, e.g. a Victron shunt's encrypted advertisements)
-//! will get its own method here: the stream of advertisements of one address, no connection.
+//! never connects: it `listen`s (a running scan, shared by every listener) and takes the
+//! device's newest `advertisement`.
 
 use std::future::Future;
 use std::time::Duration;
@@ -40,6 +41,8 @@ pub enum LinkError {
         "the device has no {0} service/characteristic: is it really this kind of device? (`blebatt scan` shows what it looks like)"
     )]
     MissingCharacteristic(&'static str),
+    #[error("this transport cannot {0}")]
+    Unsupported(&'static str),
 }
 
 /// Why a pairing failed. Each says what to do; the caller names the device and address.
@@ -184,6 +187,14 @@ pub struct Notification {
     pub value: Vec<u8>,
 }
 
+/// One advertisement's manufacturer data of the company listened for (the bytes after the
+/// company id), and when it was heard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Advert {
+    pub data: Vec<u8>,
+    pub heard: tokio::time::Instant,
+}
+
 /// GATT access to one device: what `device/` and the sessions need from a radio.
 ///
 /// Every method is bounded by the implementation's own timeouts; none blocks forever except
@@ -221,6 +232,18 @@ pub trait Transport: Send + 'static {
     /// re-established at once rather than at the next poll. Pending for ever while not
     /// connected, or for a transport that never loses links (the demo). Cancel-safe.
     fn lost(&mut self) -> impl Future<Output = ()> + Send;
+    /// Starts listening, without connecting, for the device's advertisements that carry
+    /// manufacturer data of `company` (keeping a scan running while anyone listens); undone by
+    /// `disconnect`. Listening again makes sure the scan still runs.
+    fn listen(&mut self, company: u16) -> impl Future<Output = Result<(), LinkError>> + Send {
+        let _ = company;
+        async { Err(LinkError::Unsupported("listen to advertisements")) }
+    }
+    /// Waits for an advertisement heard after the one returned last (or, the first time, after
+    /// `listen`) and returns the newest heard. Callers bound it, or poll it once.
+    fn advertisement(&mut self) -> impl Future<Output = Result<Advert, LinkError>> + Send {
+        async { Err(LinkError::Unsupported("listen to advertisements")) }
+    }
     /// Pairs (BLE passkey entry) with the device through the system's Bluetooth stack, which
     /// keeps the bond; while connected or not. A transport that cannot pair says so.
     fn pair(&mut self, passkey: Passkey) -> impl Future<Output = Result<(), PairError>> + Send {
@@ -242,6 +265,8 @@ pub trait Gatt: Send {
     fn notification(&mut self) -> BoxFuture<'_, Result<Notification, LinkError>>;
     fn drain(&mut self) -> usize;
     fn read(&mut self, characteristic: Uuid) -> BoxFuture<'_, Result<Vec<u8>, LinkError>>;
+    fn listen(&mut self, company: u16) -> BoxFuture<'_, Result<(), LinkError>>;
+    fn advertisement(&mut self) -> BoxFuture<'_, Result<Advert, LinkError>>;
 }
 
 impl<T: Transport> Gatt for T {
@@ -268,5 +293,13 @@ impl<T: Transport> Gatt for T {
 
     fn read(&mut self, characteristic: Uuid) -> BoxFuture<'_, Result<Vec<u8>, LinkError>> {
         Box::pin(Transport::read(self, characteristic))
+    }
+
+    fn listen(&mut self, company: u16) -> BoxFuture<'_, Result<(), LinkError>> {
+        Box::pin(Transport::listen(self, company))
+    }
+
+    fn advertisement(&mut self) -> BoxFuture<'_, Result<Advert, LinkError>> {
+        Box::pin(Transport::advertisement(self))
     }
 }

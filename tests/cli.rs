@@ -120,18 +120,14 @@ fn every_kinds_decode_help_shows_real_captures_that_decode() {
     for kind in blebatt::devices::KINDS {
         let (code, help, err) = run(&["decode", kind.name, "--help"]);
         assert_eq!(code, 0, "{err}");
-        for (_, args) in kind.decode.examples {
-            let shown = args
-                .iter()
-                .map(|a| format!("'{a}'"))
-                .collect::<Vec<_>>()
-                .join(" ");
-            assert!(
-                help.contains(&format!("blebatt decode {} {shown}", kind.name)),
-                "{help}"
-            );
+        for e in kind.decode.examples {
+            let shown = blebatt::cli::example_args(kind, e);
+            assert!(help.contains(&format!("blebatt decode {shown}")), "{help}");
             let mut argv = vec!["decode", kind.name];
-            argv.extend(args.iter());
+            if let Some(key) = e.key {
+                argv.extend(["--key", key]);
+            }
+            argv.extend(e.hex.iter());
             let (code, out, err) = run(&argv);
             assert_eq!(code, 0, "{err}");
             let lines = parse_all(&out);
@@ -142,7 +138,7 @@ fn every_kinds_decode_help_shows_real_captures_that_decode() {
 }
 
 /// The demo's devices: two JBD packs, a PowerMon, a JK pack.
-const DEMO_LINES: usize = 4;
+const DEMO_LINES: usize = 5;
 
 /// Every field the schema promises for each demo device.
 fn check_demo_lines(out: &str) {
@@ -228,6 +224,26 @@ fn check_demo_lines(out: &str) {
         "charged_energy",
     ] {
         field(jk, f);
+    }
+    let shunt = by_device("demo-smartshunt");
+    assert_eq!(shunt.series.measurement.as_str(), "victron");
+    assert_eq!(tag(shunt, "product_id").as_deref(), Some("0xA389"));
+    assert_eq!(
+        tag(shunt, "product").as_deref(),
+        Some("SmartShunt 500A/50mV")
+    );
+    for f in [
+        "voltage",
+        "current",
+        "power",
+        "soc",
+        "consumed_capacity",
+        "temperature",
+        "alarm",
+        "alarm_bms_lockout",
+        "charged_energy",
+    ] {
+        field(shunt, f);
     }
 }
 

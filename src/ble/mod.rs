@@ -698,9 +698,11 @@ pub fn classify(props: &PeripheralProperties) -> Option<&'static Kind> {
         .as_deref()
         .unwrap_or("")
         .to_ascii_lowercase();
+    let manufacturers: Vec<u16> = props.manufacturer_data.keys().copied().collect();
     devices::recognise(&Advertised {
         name: &name,
         services: &props.services,
+        manufacturers: &manufacturers,
     })
 }
 

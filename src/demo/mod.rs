@@ -8,7 +8,7 @@ use std::collections::{HashSet, VecDeque};
 
 use uuid::Uuid;
 
-use crate::transport::{CharInfo, LinkError, Notification, Transport, WriteMode};
+use crate::transport::{Advert, CharInfo, LinkError, Notification, Transport, WriteMode};
 
 /// BLE notifications carry 20 bytes with the default ATT MTU of 23.
 pub const NOTIFICATION_BYTES: usize = 20;
@@ -24,6 +24,12 @@ pub trait Peripheral: Send + 'static {
     fn read(&mut self, characteristic: Uuid, t: f64) -> Option<Vec<u8>>;
     /// A new connection: per-connection state (e.g. an accepted password) starts over.
     fn connected(&mut self) {}
+    /// What it advertises at time `t`: the company id and its manufacturer data (for a
+    /// passive kind); `None` when it advertises nothing of interest.
+    fn advertisement(&mut self, t: f64) -> Option<(u16, Vec<u8>)> {
+        let _ = t;
+        None
+    }
 }
 
 /// One built-in demo device of a kind.
@@ -34,6 +40,8 @@ pub struct DemoDevice {
     pub peripheral: Box<dyn Peripheral>,
     /// The password it wants (configured on its spec, as a user would in the config file).
     pub password: Option<&'static str>,
+    /// The key its advertisements are encrypted with (configured on its spec likewise).
+    pub key: Option<&'static str>,
 }
 
 /// Seconds since the Unix epoch, as f64: the demo's clock.
@@ -71,6 +79,8 @@ const SWING_MIN: f64 = 0.05;
 pub struct DemoLink {
     peripheral: Box<dyn Peripheral>,
     connected: bool,
+    /// The company id listened for.
+    listening: Option<u16>,
     subscribed: HashSet<Uuid>,
     queue: VecDeque<Notification>,
 }
@@ -80,6 +90,7 @@ impl DemoLink {
         DemoLink {
             peripheral,
             connected: false,
+            listening: None,
             subscribed: HashSet::new(),
             queue: VecDeque::new(),
         }
@@ -111,6 +122,7 @@ impl Transport for DemoLink {
 
     async fn disconnect(&mut self) -> bool {
         self.connected = false;
+        self.listening = None;
         self.subscribed.clear();
         self.queue.clear();
         true
@@ -165,6 +177,28 @@ impl Transport for DemoLink {
     async fn lost(&mut self) {
         // A simulated link never drops.
         std::future::pending().await
+    }
+
+    async fn listen(&mut self, company: u16) -> Result<(), LinkError> {
+        match self.peripheral.advertisement(clock_s()) {
+            Some((c, _)) if c == company => {
+                self.listening = Some(company);
+                Ok(())
+            }
+            _ => Err(LinkError::NotFound),
+        }
+    }
+
+    /// A simulated device advertises all the time: a fresh advertisement at every call.
+    async fn advertisement(&mut self) -> Result<Advert, LinkError> {
+        let company = self.listening.ok_or(LinkError::NotConnected)?;
+        match self.peripheral.advertisement(clock_s()) {
+            Some((c, data)) if c == company => Ok(Advert {
+                data,
+                heard: tokio::time::Instant::now(),
+            }),
+            _ => Err(LinkError::NotFound),
+        }
     }
 }
 

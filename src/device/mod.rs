@@ -29,4 +29,6 @@ pub struct DeviceSpec {
     pub password: Option<Secret>,
     /// The passkey to pair with (`passkey`), for devices that require BLE pairing.
     pub passkey: Option<Passkey>,
+    /// The key its data is encrypted with (`key`, for kinds that need one: Victron).
+    pub key: Option<Secret>,
 }

@@ -332,10 +332,10 @@ impl<L: Transport> Task<L> {
                     "{} ({}): {}",
                     self.spec.name,
                     self.spec.address,
-                    if self.ever_connected {
-                        "reconnected"
-                    } else {
-                        "connected"
+                    match (self.spec.kind.passive, self.ever_connected) {
+                        (true, _) => "listening for its advertisements",
+                        (false, true) => "reconnected",
+                        (false, false) => "connected",
                     }
                 );
                 self.ever_connected = true;
@@ -380,8 +380,13 @@ impl<L: Transport> Task<L> {
 
     /// Connects, and has a fresh session of the device's kind find and subscribe its
     /// characteristics: a device without them has not connected.
+    /// A passive kind is not connected: its session listens instead.
     async fn open(&mut self) -> Result<Box<dyn Session>, PollError> {
-        let found = self.link.connect().await?;
+        let found = if self.spec.kind.passive {
+            Vec::new()
+        } else {
+            self.link.connect().await?
+        };
         let mut session = (self.spec.kind.session)(&self.spec);
         session.open(&mut self.link, &found).await?;
         Ok(session)
@@ -504,6 +509,11 @@ impl<L: Transport> Task<L> {
                 self.last_error = e.clone();
                 Err(self.poll_error(e))
             }
+            // A passive device heard recently, not since the last poll: no line, no warning.
+            Err(e @ PollError::NothingNew) => {
+                log::debug!("{}: {e}", self.spec.name);
+                Err(self.poll_error(e))
+            }
             Err(e) => {
                 // "In a row": any other outcome breaks the run of misses.
                 if e.is_timeout() {
@@ -511,17 +521,24 @@ impl<L: Transport> Task<L> {
                 } else {
                     self.consecutive_timeouts = 0;
                 }
-                if e.is_link_fatal() || self.consecutive_timeouts >= TIMEOUTS_BEFORE_RECONNECT {
+                // A passive device has no link to re-establish: its session keeps the scan
+                // going (it listens again while the device is silent).
+                let dead = e.is_link_fatal()
+                    || (!self.spec.kind.passive
+                        && self.consecutive_timeouts >= TIMEOUTS_BEFORE_RECONNECT);
+                if dead {
                     self.link.disconnect().await;
                     self.go_down(&e);
                 } else {
                     let msg = e.to_string();
                     if self.last_logged.as_deref() != Some(msg.as_str()) {
-                        log::warn!(
-                            "{} ({}): poll failed: {msg}",
-                            self.spec.name,
-                            self.spec.address
-                        );
+                        let (name, address) = (&self.spec.name, &self.spec.address);
+                        let hint = hint(self.spec.kind, &e);
+                        if matches!(e, PollError::Misconfigured(_)) {
+                            log::error!("{name} ({address}): {msg}{hint}");
+                        } else {
+                            log::warn!("{name} ({address}): poll failed: {msg}{hint}");
+                        }
                         self.last_logged = Some(msg);
                     }
                 }

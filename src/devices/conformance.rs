@@ -69,6 +69,7 @@ async fn every_kinds_demo_devices_through_its_session_print_exactly_its_schema()
                 adapter: None,
                 password: d.password.map(crate::secret::Secret::new),
                 passkey: None,
+                key: d.key.map(crate::secret::Secret::new),
             };
             // The generic device task over the demo transport: the kind's real session.
             let handle = device::spawn(spec, DemoLink::new(d.peripheral));
@@ -137,18 +138,25 @@ fn kinds_have_unique_names_and_are_found_by_them() {
 }
 
 #[test]
-fn a_device_advertising_a_kinds_demo_services_is_recognised_as_that_kind() {
+fn a_device_advertising_like_a_kinds_demo_device_is_recognised_as_that_kind() {
     for &kind in KINDS {
-        for d in (kind.demo)() {
+        for mut d in (kind.demo)() {
             let services: Vec<Uuid> = d
                 .peripheral
                 .characteristics()
                 .iter()
                 .map(|c| c.service)
                 .collect();
+            let manufacturers: Vec<u16> = d
+                .peripheral
+                .advertisement(0.0)
+                .map(|(company, _)| company)
+                .into_iter()
+                .collect();
             let adv = Advertised {
                 name: "",
                 services: &services,
+                manufacturers: &manufacturers,
             };
             assert_eq!(recognise(&adv), Some(kind), "{}", d.name);
         }
@@ -156,13 +164,14 @@ fn a_device_advertising_a_kinds_demo_services_is_recognised_as_that_kind() {
     let nothing = Advertised {
         name: "tv",
         services: &[],
+        manufacturers: &[0x004C],
     };
     assert_eq!(recognise(&nothing), None);
 }
 
 /// What `blebatt decode <kind>` prints for `hex`, if it decodes.
-fn decoded_line(kind: &Kind, hex: &[String]) -> Option<String> {
-    let values = (kind.decode.run)(hex).ok()?;
+fn decoded_line(kind: &Kind, hex: &[String], key: Option<&str>) -> Option<String> {
+    let values = (kind.decode.run)(crate::devices::DecodeInput { hex, key }).ok()?;
     let reading = Reading {
         derived: None,
         device: "decoded".into(),
@@ -180,10 +189,16 @@ fn every_kinds_decode_examples_decode_and_print_within_its_schema() {
             !kind.decode.examples.is_empty(),
             "{kind}: no example capture"
         );
-        for (what, args) in kind.decode.examples {
-            assert_eq!(args.len() > 1, kind.decode.many && args.len() > 1, "{what}");
-            let hex: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-            let line = decoded_line(kind, &hex)
+        for e in kind.decode.examples {
+            let what = e.what;
+            assert_eq!(
+                e.hex.len() > 1,
+                kind.decode.many && e.hex.len() > 1,
+                "{what}"
+            );
+            assert_eq!(e.key.is_some(), kind.decode.key, "{what}");
+            let hex: Vec<String> = e.hex.iter().map(|a| a.to_string()).collect();
+            let line = decoded_line(kind, &hex, e.key)
                 .unwrap_or_else(|| panic!("{kind}: the example {what:?} does not decode"));
             assert_conforms(kind, &line);
         }
@@ -191,7 +206,7 @@ fn every_kinds_decode_examples_decode_and_print_within_its_schema() {
 }
 
 /// A kind, one of its example captures, and edits to its bytes: flips, cuts and insertions.
-fn mutated_example() -> impl Strategy<Value = (&'static Kind, Vec<String>)> {
+fn mutated_example() -> impl Strategy<Value = (&'static Kind, Vec<String>, Option<&'static str>)> {
     let edits = prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 0..6);
     (
         prop::sample::select(KINDS.to_vec()),
@@ -199,7 +214,8 @@ fn mutated_example() -> impl Strategy<Value = (&'static Kind, Vec<String>)> {
         edits,
     )
         .prop_map(|(kind, pick, edits)| {
-            let (_, args) = kind.decode.examples[pick.index(kind.decode.examples.len())];
+            let example = kind.decode.examples[pick.index(kind.decode.examples.len())];
+            let args = example.hex;
             let mut bytes: Vec<Vec<u8>> = args
                 .iter()
                 .map(|a| protocol::parse_hex(a).expect("examples are hex"))
@@ -213,7 +229,7 @@ fn mutated_example() -> impl Strategy<Value = (&'static Kind, Vec<String>)> {
                     _ => arg.insert(i, byte),
                 }
             }
-            (kind, bytes.iter().map(hex::encode).collect())
+            (kind, bytes.iter().map(hex::encode).collect(), example.key)
         })
 }
 
@@ -225,15 +241,16 @@ proptest! {
     #[test]
     fn fuzz_every_kinds_decoder(
         args in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..80), 1..4),
-        (kind, edited) in mutated_example(),
+        (kind, edited, key) in mutated_example(),
     ) {
         let hex: Vec<String> = args.iter().map(hex::encode).collect();
         for &any_kind in KINDS {
-            if let Some(line) = decoded_line(any_kind, &hex).filter(|l| !l.is_empty()) {
+            let its_key = any_kind.decode.examples[0].key;
+            if let Some(line) = decoded_line(any_kind, &hex, its_key).filter(|l| !l.is_empty()) {
                 assert_conforms(any_kind, &line);
             }
         }
-        if let Some(line) = decoded_line(kind, &edited).filter(|l| !l.is_empty()) {
+        if let Some(line) = decoded_line(kind, &edited, key).filter(|l| !l.is_empty()) {
             assert_conforms(kind, &line);
         }
     }

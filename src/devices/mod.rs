@@ -39,7 +39,7 @@ use crate::device::DeviceSpec;
 use crate::transport::{CharInfo, Gatt, LinkError};
 
 /// Every kind blebatt knows, in the order `--demo` and `scan` list them.
-pub static KINDS: &[&Kind] = &[&jbd::KIND, &powermon::KIND, &jk::KIND];
+pub static KINDS: &[&Kind] = &[&jbd::KIND, &powermon::KIND, &jk::KIND, &victron::KIND];
 
 /// One kind of device: what the rest of blebatt needs to know of it. A static value per kind
 /// (`devices/<kind>/mod.rs`), listed once in [`KINDS`].
@@ -60,6 +60,12 @@ pub struct Kind {
     pub password: Option<CheckFn>,
     /// Whether this kind's devices may require BLE passkey pairing (the `passkey` key).
     pub pairing: bool,
+    /// Checks a configured `key` (a secret the device's data is encrypted with); `Some`: this
+    /// kind's devices need one, `None`: the key is refused.
+    pub key: Option<CheckFn>,
+    /// Passive: the device is never connected; its session listens to its advertisements
+    /// ([`Gatt::listen`]) instead.
+    pub passive: bool,
     /// Whether an advertising device looks like this kind (for `scan`).
     pub looks_like: fn(&Advertised<'_>) -> bool,
     /// `blebatt decode <kind>`.
@@ -117,18 +123,39 @@ pub struct Decoder {
     pub about: &'static str,
     /// Whether it takes several hex arguments (notifications in order) or exactly one.
     pub many: bool,
-    /// Real captured inputs (each a list of hex arguments), with their source: shown in the
-    /// help, and the seeds of the generic decoder tests.
-    pub examples: &'static [(&'static str, &'static [&'static str])],
+    /// Whether it needs the device's key (`--key`) to read the bytes.
+    pub key: bool,
+    /// Real captured inputs, with their source: shown in the help, and the seeds of the
+    /// generic decoder tests.
+    pub examples: &'static [Example],
     /// Captured bytes (hex, as users paste them) to values.
     pub run: DecodeFn,
+}
+
+/// One real capture a decoder reads.
+#[derive(Debug, Clone, Copy)]
+pub struct Example {
+    /// What it is and where it comes from.
+    pub what: &'static str,
+    /// The device's key, for a kind whose decoder needs one.
+    pub key: Option<&'static str>,
+    /// The hex arguments, in order.
+    pub hex: &'static [&'static str],
+}
+
+/// What `blebatt decode <kind>` was given.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeInput<'a> {
+    pub hex: &'a [String],
+    /// `--key`, for a kind whose decoder needs one.
+    pub key: Option<&'a str>,
 }
 
 /// Checks a configured value; the error says what a valid one looks like, never the value.
 pub type CheckFn = fn(&str) -> Result<(), String>;
 
 /// See [`Decoder::run`]; the error is one line for the user.
-pub type DecodeFn = fn(&[String]) -> Result<Box<dyn Values>, String>;
+pub type DecodeFn = fn(DecodeInput<'_>) -> Result<Box<dyn Values>, String>;
 
 /// What an advertising device shows `scan`.
 #[derive(Debug, Clone, Copy)]
@@ -137,6 +164,8 @@ pub struct Advertised<'a> {
     pub name: &'a str,
     /// The service UUIDs it advertises.
     pub services: &'a [Uuid],
+    /// The company ids of the manufacturer data it advertises.
+    pub manufacturers: &'a [u16],
 }
 
 /// The kind a scanned device looks like, if any.
@@ -222,6 +251,17 @@ pub enum PollError {
     /// (with a passkey) before it talks.
     #[error("requires Bluetooth pairing (it echoes each request back instead of answering)")]
     PairingRequired,
+    /// A passive device: no advertisement heard for this long (or since listening began).
+    #[error("no advertisement heard for {after:?}")]
+    Silent { after: Duration },
+    /// A passive device: it was heard recently, but not since the last poll. No line, and
+    /// nothing to warn about.
+    #[error("no new advertisement since the last poll")]
+    NothingNew,
+    /// What the user configured does not fit the device (e.g. a wrong key): an error, said
+    /// once; polling goes on, so a corrected device is picked up.
+    #[error(transparent)]
+    Misconfigured(DecodeError),
 }
 
 impl PollError {
@@ -238,8 +278,15 @@ impl PollError {
     pub fn is_timeout(&self) -> bool {
         matches!(
             self,
-            PollError::NoReply { .. } | PollError::Link(LinkError::Timeout { .. })
+            PollError::NoReply { .. }
+                | PollError::Silent { .. }
+                | PollError::Link(LinkError::Timeout { .. })
         )
+    }
+
+    /// A configuration that does not fit the device: see [`PollError::Misconfigured`].
+    pub fn misconfigured(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        PollError::Misconfigured(DecodeError(Arc::new(e)))
     }
 }
 

@@ -14,7 +14,10 @@ use super::{EXIT_OK, EXIT_USAGE, print_all};
 const DECODED_DEVICE: &str = "decoded";
 
 pub fn main(what: DecodeCommand) -> i32 {
-    let values = (what.kind.decode.run)(&what.hex);
+    let values = (what.kind.decode.run)(crate::devices::DecodeInput {
+        hex: &what.hex,
+        key: what.key.as_deref(),
+    });
     match values {
         Ok(values) => {
             // Asked to decode these bytes: say what was left out, and why.

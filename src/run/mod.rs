@@ -147,6 +147,7 @@ pub fn demo_devices(timeout: Duration) -> Vec<(DeviceSpec, DemoLink)> {
                     adapter: None,
                     password: d.password.map(crate::secret::Secret::new),
                     passkey: None,
+                    key: d.key.map(crate::secret::Secret::new),
                 };
                 (spec, DemoLink::new(d.peripheral))
             })

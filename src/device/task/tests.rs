@@ -261,6 +261,7 @@ fn spec() -> DeviceSpec {
         adapter: None,
         password: None,
         passkey: None,
+        key: None,
     }
 }
 
@@ -664,6 +665,7 @@ fn pairing_bms(passkey: Option<&str>) -> (DeviceSpec, Fake) {
         name: "house".into(),
         kind: &crate::devices::jbd::KIND,
         passkey: passkey.map(|p| Passkey::parse(p).unwrap()),
+        key: None,
         ..spec()
     };
     (spec, fake)

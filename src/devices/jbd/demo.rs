@@ -208,6 +208,7 @@ pub fn devices() -> Vec<DemoDevice> {
         DemoDevice {
             name: "demo-12v",
             password: None,
+            key: None,
             address: "DE:AD:BE:EF:00:01",
             peripheral: Box::new(JbdSim {
                 cells: 4,
@@ -222,6 +223,7 @@ pub fn devices() -> Vec<DemoDevice> {
         DemoDevice {
             name: "demo-48v",
             password: Some(DEMO_PASSWORD),
+            key: None,
             address: "DE:AD:BE:EF:00:02",
             peripheral: Box::new(JbdSim {
                 cells: 16,

@@ -10,7 +10,7 @@ use std::any::Any;
 
 use protocol::{BasicInfo, CellVoltages, Frame, JbdReading, Reassembler, Register};
 
-use super::{Advertised, Caution, Decoder, Fields, Kind, Omitted, PollError, Values};
+use super::{Advertised, Caution, Decoder, Example, Fields, Kind, Omitted, PollError, Values};
 use crate::devices::protocol::parse_hex;
 use crate::transport::{Cause, LinkError};
 
@@ -23,20 +23,24 @@ pub static KIND: Kind = Kind {
     session: |spec| Box::new(session::JbdSession::for_device(spec)),
     password: Some(|text| auth::Password::parse(text).map(drop)),
     pairing: true,
+    key: None,
+    passive: false,
     looks_like,
     decode: Decoder {
         about: "Notifications or whole frames of a JBD BMS (0x03, 0x04, optionally 0x05), in the \
                 order received; prints one jbd_bms line",
         many: true,
-        examples: &[(
-            "a 4S pack's 0x03 and 0x04 replies as 20-byte notifications (patman15/BMS_BLE-HA tests)",
-            &[
+        key: false,
+        examples: &[Example {
+            what: "a 4S pack's 0x03 and 0x04 replies as 20-byte notifications (patman15/BMS_BLE-HA tests)",
+            key: None,
+            hex: &[
                 "dd 03 00 1d 06 18 fe e1 01 f2 01 f4 00 2a 2c 7c 00 00 00 00",
                 "00 00 80 64 03 04 03 0b 8b 0b 8a 0b 84 f8 84 77",
                 "dd 04 00 08 0d 66 0d 61 0d 68 0d 59 fe 3c 77",
             ],
-        )],
-        run: |hex| decode(hex).map(|r| Box::new(r) as _),
+        }],
+        run: |input| decode(input.hex).map(|r| Box::new(r) as _),
     },
     demo: demo::devices,
     hint,
@@ -156,7 +160,11 @@ mod tests {
     use super::*;
 
     fn looks(name: &str, services: &[Uuid]) -> bool {
-        looks_like(&Advertised { name, services })
+        looks_like(&Advertised {
+            name,
+            services,
+            manufacturers: &[],
+        })
     }
 
     #[test]

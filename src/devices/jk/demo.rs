@@ -165,6 +165,7 @@ pub fn devices() -> Vec<DemoDevice> {
         name: "demo-jk",
         address: "DE:AD:BE:EF:00:04",
         password: None,
+        key: None,
         peripheral: Box::new(pack()),
     }]
 }

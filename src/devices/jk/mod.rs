@@ -14,7 +14,7 @@ use std::any::Any;
 
 use protocol::{CellInfo, DeviceInfo, Reassembler, Record};
 
-use super::{Advertised, Decoder, Fields, Kind, Omitted, PollError, Values};
+use super::{Advertised, Decoder, Example, Fields, Kind, Omitted, PollError, Values};
 use crate::devices::protocol::parse_hex;
 
 pub static KIND: Kind = Kind {
@@ -26,17 +26,21 @@ pub static KIND: Kind = Kind {
     session: |spec| Box::new(session::JkSession::new(spec.timeout)),
     password: None,
     pairing: false,
+    key: None,
+    passive: false,
     looks_like,
     decode: Decoder {
         about: "Notifications or whole records of a JK BMS, in the order received: its device \
                 info record (0x03, it names the layout) and a cell info record (0x02); prints \
                 one jk_bms line",
         many: true,
-        examples: &[(
-            "a JK-B2A20S20P (software 10.08, 24S layout): device info and cell info records (patman15/aiobmsble tests)",
-            &[EXAMPLE_DEVICE_INFO_24S, EXAMPLE_CELL_INFO_24S],
-        )],
-        run: |hex| decode(hex).map(|r| Box::new(r) as _),
+        key: false,
+        examples: &[Example {
+            what: "a JK-B2A20S20P (software 10.08, 24S layout): device info and cell info records (patman15/aiobmsble tests)",
+            key: None,
+            hex: &[EXAMPLE_DEVICE_INFO_24S, EXAMPLE_CELL_INFO_24S],
+        }],
+        run: |input| decode(input.hex).map(|r| Box::new(r) as _),
     },
     demo: demo::devices,
     hint,

@@ -61,6 +61,7 @@ impl Peripheral for PowermonSim {
 pub fn devices() -> Vec<DemoDevice> {
     vec![DemoDevice {
         password: None,
+        key: None,
         name: "demo-shunt",
         address: "DE:AD:BE:EF:00:03",
         peripheral: Box::new(PowermonSim {

@@ -9,7 +9,7 @@ use std::any::Any;
 
 use protocol::PowermonReading;
 
-use super::{Advertised, Decoder, Fields, Kind, Omitted, PollError, Values};
+use super::{Advertised, Decoder, Example, Fields, Kind, Omitted, PollError, Values};
 use crate::devices::protocol::parse_hex;
 
 pub static KIND: Kind = Kind {
@@ -21,25 +21,30 @@ pub static KIND: Kind = Kind {
     session: |_| Box::new(session::PowermonSession::default()),
     password: None,
     pairing: false,
+    key: None,
+    passive: false,
     looks_like,
     decode: Decoder {
         about: "One PowerMon record (52 bytes, or 54 COBS-framed); prints one powermon line",
         many: false,
+        key: false,
         examples: &[
-            (
-                "firmware 2.03 or older, a raw 52-byte record (mkjanke/ThornwavePy DCPMRead.py history)",
-                &[
+            Example {
+                what: "firmware 2.03 or older, a raw 52-byte record (mkjanke/ThornwavePy DCPMRead.py history)",
+                key: None,
+                hex: &[
                     "e0 ff 0f c8 47 04 4e 41 b7 09 dd 3c 97 ca 4e 3f 7a 6a 26 41 7c 01 0e 42 6c 7b 0f 00 00 00 00 00 6d 2e 01 00 00 00 00 00 ff 89 06 00 14 c1 e4 15 59 57 0b 42",
                 ],
-            ),
-            (
-                "firmware 2.31, a COBS-framed 54-byte value (mkjanke/ThornwavePy)",
-                &[
+            },
+            Example {
+                what: "firmware 2.31, a COBS-framed 54-byte value (mkjanke/ThornwavePy)",
+                key: None,
+                hex: &[
                     "00 08 31 02 23 bb 78 ad 63 01 01 01 25 40 6b 57 41 17 52 57 41 73 12 d8 be 04 d2 b5 c0 8f fe ff ff ff ff ff ff a5 ec ff ff ff ff ff ff 87 dd 95 40 01 01 01 01 00",
                 ],
-            ),
+            },
         ],
-        run: |hex| decode(hex).map(|r| Box::new(r) as _),
+        run: |input| decode(input.hex).map(|r| Box::new(r) as _),
     },
     demo: demo::devices,
     hint,
@@ -102,7 +107,11 @@ mod tests {
     use super::*;
 
     fn looks(name: &str, services: &[Uuid]) -> bool {
-        looks_like(&Advertised { name, services })
+        looks_like(&Advertised {
+            name,
+            services,
+            manufacturers: &[],
+        })
     }
 
     #[test]

@@ -62,6 +62,8 @@ pub enum VictronError {
     WrongKey { sent: u8 },
     #[error("record type 0x{0:02X} is not decoded")]
     UnknownRecord(u8),
+    #[error("no advertisement key configured")]
+    NoKey,
 }
 
 /// An advertisement's clear header and decrypted payload.
@@ -72,6 +74,28 @@ pub struct Advertisement {
     /// Changes with every new reading: the same nonce is the same reading.
     pub nonce: u16,
     pub plaintext: Vec<u8>,
+}
+
+/// The AES-128-CTR keystream over `bytes`, whose initial counter block is the nonce (LE) and
+/// zeros: the same call encrypts and decrypts.
+fn apply_keystream(key: &Key, nonce: u16, bytes: &mut [u8]) {
+    let mut iv = [0u8; 16];
+    iv[..2].copy_from_slice(&nonce.to_le_bytes());
+    Ctr128LE::<Aes128>::new(&key.0.into(), &iv.into()).apply_keystream(bytes);
+}
+
+/// An advertisement's manufacturer data for this record (what a device sends): header,
+/// key check, and the plaintext (at most one block) encrypted. For the demo and the tests.
+pub fn seal(product_id: u16, record_type: u8, nonce: u16, key: &Key, plaintext: &[u8]) -> Vec<u8> {
+    let mut out = vec![PRODUCT_ADVERTISEMENT, 0x02];
+    out.extend(product_id.to_le_bytes());
+    out.push(record_type);
+    out.extend(nonce.to_le_bytes());
+    out.push(key.0[0]);
+    let mut body: Vec<u8> = plaintext.iter().take(MAX_CIPHERTEXT).copied().collect();
+    apply_keystream(key, nonce, &mut body);
+    out.extend(body);
+    out
 }
 
 /// Checks and decrypts manufacturer data (the bytes after the company id).
@@ -88,14 +112,12 @@ pub fn decrypt(data: &[u8], key: &Key) -> Result<Advertisement, VictronError> {
         });
     }
     let nonce = u16::from_le_bytes([data[OFF_NONCE], data[OFF_NONCE + 1]]);
-    let mut iv = [0u8; 16];
-    iv[..2].copy_from_slice(&nonce.to_le_bytes());
     let mut plaintext: Vec<u8> = data[HEADER_LEN..]
         .iter()
         .take(MAX_CIPHERTEXT)
         .copied()
         .collect();
-    Ctr128LE::<Aes128>::new(&key.0.into(), &iv.into()).apply_keystream(&mut plaintext);
+    apply_keystream(key, nonce, &mut plaintext);
     Ok(Advertisement {
         product_id: u16::from_le_bytes([data[OFF_PRODUCT_ID], data[OFF_PRODUCT_ID + 1]]),
         record_type: data[OFF_RECORD_TYPE],
@@ -160,6 +182,67 @@ pub enum Aux {
     /// degC.
     Temperature(f64),
     None,
+}
+
+/// The alarm reason bits of the battery monitor and DC energy meter records (Victron's
+/// "Extra manufacturer data"; esphome-victron_ble), as field names.
+pub const ALARM_BITS: [(u16, &str); 14] = [
+    (0x0001, "alarm_low_voltage"),
+    (0x0002, "alarm_high_voltage"),
+    (0x0004, "alarm_low_soc"),
+    (0x0008, "alarm_low_starter_voltage"),
+    (0x0010, "alarm_high_starter_voltage"),
+    (0x0020, "alarm_low_temperature"),
+    (0x0040, "alarm_high_temperature"),
+    (0x0080, "alarm_mid_voltage"),
+    (0x0100, "alarm_overload"),
+    (0x0200, "alarm_dc_ripple"),
+    (0x0400, "alarm_low_ac_out_voltage"),
+    (0x0800, "alarm_high_ac_out_voltage"),
+    (0x1000, "alarm_short_circuit"),
+    (0x2000, "alarm_bms_lockout"),
+];
+
+/// Each named alarm bit of `alarm`: (field name, set).
+pub fn alarm_flags(alarm: u16) -> impl Iterator<Item = (&'static str, bool)> {
+    ALARM_BITS
+        .iter()
+        .map(move |&(bit, name)| (name, alarm & bit != 0))
+}
+
+/// Names of the products most often read this way (victron-ble's product id table); others
+/// are named by their record type.
+const PRODUCTS: [(u16, &str); 16] = [
+    (0xA380, "BMV-710 Smart"),
+    (0xA381, "BMV-712 Smart"),
+    (0xA382, "BMV-710H Smart"),
+    (0xA383, "BMV-712 Smart"),
+    (0xA389, "SmartShunt 500A/50mV"),
+    (0xA38A, "SmartShunt 1000A/50mV"),
+    (0xA38B, "SmartShunt 2000A/50mV"),
+    (0xA38C, "SmartShunt IP67 500A/50mV"),
+    (0xA38D, "SmartShunt IP67 1000A/50mV"),
+    (0xA38E, "SmartShunt IP67 2000A/50mV"),
+    (0xC030, "SmartShunt IP65 500A/50mV"),
+    (0xC031, "SmartShunt IP65 1000A/50mV"),
+    (0xC032, "SmartShunt IP65 2000A/50mV"),
+    (0xC034, "BMV-800 Smart"),
+    (0xA042, "BlueSolar Charger MPPT 75/15"),
+    (0xA053, "SmartSolar Charger MPPT 75/15"),
+];
+
+/// What to call a product: its name when known, else what its record says it is.
+pub fn product_name(product_id: u16, record_type: u8) -> &'static str {
+    PRODUCTS
+        .iter()
+        .find(|(id, _)| *id == product_id)
+        .map(|(_, name)| *name)
+        .unwrap_or(match record_type {
+            RECORD_SOLAR_CHARGER => "solar charger",
+            RECORD_BATTERY_MONITOR => "battery monitor",
+            RECORD_DC_ENERGY_METER => "DC energy meter",
+            _ => "Victron device",
+        })
 }
 
 /// Battery monitor (SmartShunt, BMV-71x) record 0x02.

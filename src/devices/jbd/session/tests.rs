@@ -644,6 +644,7 @@ fn a_devices_session_takes_its_password_and_address_from_the_spec() {
         adapter: None,
         password: Some(crate::secret::Secret::new("123412")),
         passkey: None,
+        key: None,
     };
     let session = JbdSession::for_device(&spec);
     let c = session.credentials.as_ref().expect("credentials");

@@ -1,0 +1,159 @@
+//! The simulated SmartShunt of `--demo`: it advertises a battery monitor record, encrypted
+//! with its key, with a new nonce whenever its values change, as the real one does.
+
+use uuid::Uuid;
+
+use super::protocol::{self as victron, Key};
+use crate::demo::{DemoDevice, Peripheral, swing, wave};
+use crate::transport::{CharInfo, Notification};
+
+/// The demo shunt's advertisement key (configured on its spec, as a user would).
+pub const DEMO_KEY: &str = "0df4d0995b7d1e176c0c33ecb9e70d42";
+/// SmartShunt 500A/50mV.
+const DEMO_PRODUCT: u16 = 0xA389;
+
+/// A simulated SmartShunt on a 12 V bank.
+#[derive(Debug, Clone)]
+pub struct ShuntSim {
+    pub key: &'static str,
+    pub voltage_v: f64,
+    /// Typical current, A (negative = discharging).
+    pub current_a: f64,
+    pub capacity_ah: f64,
+}
+
+/// Writes little-endian bit fields, least significant bit first (the records' order).
+#[derive(Debug, Default)]
+struct BitWriter {
+    bytes: Vec<u8>,
+    at: usize,
+}
+
+impl BitWriter {
+    fn put(&mut self, value: u32, n: usize) {
+        for i in 0..n {
+            if self.at / 8 == self.bytes.len() {
+                self.bytes.push(0);
+            }
+            let bit = ((value >> i) & 1) as u8;
+            self.bytes[self.at / 8] |= bit << (self.at % 8);
+            self.at += 1;
+        }
+    }
+
+    /// `value` in `n` bits two's complement.
+    fn put_signed(&mut self, value: i32, n: usize) {
+        self.put(value as u32 & ((1u64 << n) - 1) as u32, n);
+    }
+}
+
+impl ShuntSim {
+    /// The battery monitor record's plaintext at time `t`.
+    pub fn plaintext(&self, t: f64) -> Vec<u8> {
+        let current = self.current_a * swing(t, 2.0);
+        let voltage = self.voltage_v + 0.03 * current / self.current_a.abs();
+        let soc = 70.0 + 20.0 * wave(t, 3600.0, 2.0);
+        let consumed = self.capacity_ah * (100.0 - soc) / 100.0;
+        let mut w = BitWriter::default();
+        // Time to go: only while discharging (else not available).
+        let ttg_min = if current < 0.0 {
+            (self.capacity_ah * soc / 100.0 / -current * 60.0).min(65_534.0) as u32
+        } else {
+            0xFFFF
+        };
+        w.put(ttg_min, 16);
+        w.put_signed((voltage * 100.0).round() as i32, 16);
+        w.put(0, 16); // no alarm
+        w.put((291.15 * 100.0 + 150.0 * wave(t, 1200.0, 0.0)) as u32, 16); // ~18 degC, in 0.01 K
+        w.put(2, 2); // aux: temperature
+        w.put_signed((current * 1000.0).round() as i32, 22);
+        w.put((consumed * 10.0).round() as u32, 20);
+        w.put((soc * 10.0).round() as u32, 10);
+        w.bytes
+    }
+}
+
+impl Peripheral for ShuntSim {
+    /// It is never connected: no GATT.
+    fn characteristics(&self) -> Vec<CharInfo> {
+        Vec::new()
+    }
+
+    fn write(&mut self, _: Uuid, _: &[u8], _: f64) -> Vec<Notification> {
+        Vec::new()
+    }
+
+    fn read(&mut self, _: Uuid, _: f64) -> Option<Vec<u8>> {
+        None
+    }
+
+    fn advertisement(&mut self, t: f64) -> Option<(u16, Vec<u8>)> {
+        let key = Key::parse(self.key).expect("the demo key is valid");
+        // A new nonce every second, as the values change.
+        let nonce = (t as u64 % 65_536) as u16;
+        let data = victron::seal(
+            DEMO_PRODUCT,
+            victron::RECORD_BATTERY_MONITOR,
+            nonce,
+            &key,
+            &self.plaintext(t),
+        );
+        Some((victron::COMPANY_ID, data))
+    }
+}
+
+/// The demo's SmartShunt.
+pub fn devices() -> Vec<DemoDevice> {
+    vec![DemoDevice {
+        name: "demo-smartshunt",
+        address: "DE:AD:BE:EF:00:05",
+        password: None,
+        key: Some(DEMO_KEY),
+        peripheral: Box::new(ShuntSim {
+            key: DEMO_KEY,
+            voltage_v: 13.25,
+            current_a: -4.2,
+            capacity_ah: 200.0,
+        }),
+    }]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::victron::protocol::{Aux, Record, decode};
+
+    #[test]
+    fn the_demo_shunt_advertises_a_battery_monitor_record_that_decodes() {
+        let mut sim = ShuntSim {
+            key: DEMO_KEY,
+            voltage_v: 13.25,
+            current_a: -4.2,
+            capacity_ah: 200.0,
+        };
+        for t in [0.0, 450.0, 1234.5, 1_800_000_000.0] {
+            let (company, data) = sim.advertisement(t).unwrap();
+            assert_eq!(company, victron::COMPANY_ID);
+            let (adv, Record::BatteryMonitor(m)) =
+                decode(&data, &Key::parse(DEMO_KEY).unwrap()).unwrap()
+            else {
+                panic!("a battery monitor record")
+            };
+            assert_eq!(adv.product_id, DEMO_PRODUCT);
+            let current = -4.2 * swing(t, 2.0);
+            assert_eq!(m.current_a, Some((current * 1000.0).round() / 1000.0));
+            assert!((13.0..13.5).contains(&m.voltage_v.unwrap()));
+            assert!((50.0..=90.0).contains(&m.soc_percent.unwrap()));
+            assert_eq!(m.time_to_go_s.is_some(), current < 0.0);
+            assert!(matches!(m.aux, Aux::Temperature(c) if (16.0..20.0).contains(&c)));
+        }
+    }
+
+    #[test]
+    fn negative_values_are_written_in_twos_complement() {
+        let mut w = BitWriter::default();
+        w.put_signed(-2, 22);
+        w.put(0b101, 3);
+        assert_eq!(w.bytes, [0xFE, 0xFF, 0x7F, 0x01]);
+    }
+}
