@@ -25,6 +25,7 @@ use futures::{FutureExt, Stream, StreamExt};
 use tokio::sync::{Mutex, broadcast};
 use uuid::Uuid;
 
+mod listen;
 pub mod pair;
 mod watchdog;
 
@@ -32,10 +33,13 @@ use crate::device::DeviceSpec;
 use crate::devices::{self, Advertised, Kind};
 use crate::secret::Passkey;
 use crate::transport::{
-    Cause, CharInfo, Failure, FailureSender, LinkError, Notification, PairError, Transport,
+    Advert, Cause, CharInfo, Failure, FailureSender, LinkError, Notification, PairError, Transport,
     WriteMode,
 };
+use listen::{Hearing, Listeners, Membership, Scanner};
 
+/// Bound on starting and stopping a scan.
+const SCAN_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest we wait for BlueZ to find a device it does not know yet.
 const SCAN_BOUND: Duration = Duration::from_secs(15);
 /// How often we look at the peripheral list while scanning.
@@ -155,6 +159,10 @@ async fn bounded<T>(
 /// disconnect events fanned out to the links.
 pub struct Bluetooth {
     adapters: Vec<(String, Adapter)>,
+    /// Each adapter's shared scan (same order as `adapters`).
+    scanners: Vec<Arc<Scanner>>,
+    /// Passive devices listened for, on every adapter.
+    listeners: Listeners,
     scan_lock: Arc<Mutex<()>>,
     disconnects: broadcast::Sender<LinkEvent>,
     /// Set when the Bluetooth side cannot recover; see [`Failure`].
@@ -179,6 +187,8 @@ impl Bluetooth {
         let (failure_tx, failure) = Failure::channel();
         let failure_tx = Arc::new(failure_tx);
         let mut adapters = Vec::new();
+        let mut scanners = Vec::new();
+        let listeners = Listeners::default();
         for adapter in list {
             let info = bounded("reading adapter info", bound, adapter.adapter_info())
                 .await
@@ -190,11 +200,15 @@ impl Bluetooth {
                 disconnects.clone(),
                 failure_tx.clone(),
                 name.clone(),
+                Some(Hearing::new(adapter.clone(), listeners.clone())),
             ));
+            scanners.push(Scanner::new(adapter.clone(), SCAN_CALL_TIMEOUT));
             adapters.push((name, adapter));
         }
         Ok(Bluetooth {
             adapters,
+            scanners,
+            listeners,
             scan_lock: Arc::new(Mutex::new(())),
             disconnects,
             failure_tx,
@@ -242,13 +256,16 @@ impl Bluetooth {
     }
 
     fn adapter(&self, name: Option<&str>) -> anyhow::Result<Adapter> {
+        self.adapter_index(name).map(|i| self.adapters[i].1.clone())
+    }
+
+    fn adapter_index(&self, name: Option<&str>) -> anyhow::Result<usize> {
         match name {
-            None => Ok(self.adapters[0].1.clone()),
+            None => Ok(0),
             Some(n) => self
                 .adapters
                 .iter()
-                .find(|(a, _)| a == n)
-                .map(|(_, a)| a.clone())
+                .position(|(a, _)| a == n)
                 .ok_or_else(|| {
                     let have: Vec<_> = self.adapters.iter().map(|(a, _)| a.as_str()).collect();
                     anyhow::anyhow!("adapter {n:?} not found; this machine has {have:?}")
@@ -262,8 +279,12 @@ impl Bluetooth {
             .address
             .parse()
             .map_err(|e| anyhow::anyhow!("{}: bad address {}: {e}", spec.name, spec.address))?;
+        let i = self.adapter_index(spec.adapter.as_deref())?;
         Ok(BleLink {
-            adapter: self.adapter(spec.adapter.as_deref())?,
+            adapter: self.adapters[i].1.clone(),
+            scanner: self.scanners[i].clone(),
+            listeners: self.listeners.clone(),
+            listening: None,
             scan_lock: self.scan_lock.clone(),
             disconnects: self.disconnects.subscribe(),
             address,
@@ -283,6 +304,7 @@ async fn forward_events(
     links: broadcast::Sender<LinkEvent>,
     failed: Arc<FailureSender>,
     adapter_name: String,
+    mut hearing: Option<Hearing>,
 ) {
     let _ended = OnDrop::new(move || {
         let _ = failed.send(Some(format!(
@@ -290,8 +312,19 @@ async fn forward_events(
         )));
     });
     while let Some(ev) = events.next().await {
-        if let CentralEvent::DeviceDisconnected(id) = ev {
-            let _ = links.send(LinkEvent::Disconnected(id));
+        match ev {
+            CentralEvent::DeviceDisconnected(id) => {
+                let _ = links.send(LinkEvent::Disconnected(id));
+            }
+            CentralEvent::ManufacturerDataAdvertisement {
+                id,
+                manufacturer_data,
+            } => {
+                if let Some(h) = hearing.as_mut() {
+                    h.heard(id, manufacturer_data).await;
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -398,6 +431,12 @@ impl Connection {
 /// A link to one device over BlueZ.
 pub struct BleLink {
     adapter: Adapter,
+    /// The adapter's shared scan: joined to find a device BlueZ does not know, and while
+    /// listening.
+    scanner: Arc<Scanner>,
+    listeners: Listeners,
+    /// A passive device: its advertisements, and our part of the scan.
+    listening: Option<(listen::Entry, Membership)>,
     scan_lock: Arc<Mutex<()>>,
     disconnects: broadcast::Receiver<LinkEvent>,
     address: BDAddr,
@@ -406,8 +445,8 @@ pub struct BleLink {
     /// The peripheral of the last connect attempt that did not complete: `disconnect` must
     /// undo (or cancel) it, or a JBD BMS stays locked to us.
     attempted: Option<Peripheral>,
-    /// A scan this link started to find its device.
-    scan: Option<Scan>,
+    /// Our part of the scan while searching for the device.
+    scan: Option<Membership>,
     /// The configured adapter name, for pairing (BlueZ's own API).
     adapter_name: Option<String>,
 }
@@ -430,9 +469,13 @@ impl BleLink {
             return Ok(p);
         }
         log::debug!("{}: not known to BlueZ yet; scanning", self.address);
-        // Held in the link, so that a stop that cancels this connect still stops the scan
+        // Held in the link, so that a stop that cancels this connect still leaves the scan
         // (in `disconnect`).
-        self.scan = Some(Scan::start(&self.adapter, self.timeout).await);
+        let (membership, started) = self.scanner.join().await;
+        if let Err(e) = started {
+            log::debug!("start_scan: {e}");
+        }
+        self.scan = Some(membership);
         let deadline = tokio::time::Instant::now() + SCAN_BOUND;
         let found = loop {
             match self.known_peripheral().await {
@@ -445,7 +488,7 @@ impl BleLink {
             }
         };
         if let Some(scan) = self.scan.take() {
-            scan.stop().await;
+            scan.leave().await;
         }
         found
     }
@@ -519,7 +562,11 @@ impl Transport for BleLink {
 
     async fn disconnect(&mut self) -> bool {
         if let Some(scan) = self.scan.take() {
-            scan.stop().await;
+            scan.leave().await;
+        }
+        if let Some((entry, membership)) = self.listening.take() {
+            drop(entry);
+            membership.leave().await;
         }
         // The peripheral we are, or may be becoming, connected to: a Connect still in flight
         // is cancelled by Device1.Disconnect (BlueZ documents this), so it is sent even when
@@ -676,6 +723,30 @@ impl Transport for BleLink {
         bounded("read", t, c.peripheral.read(&ch)).await
     }
 
+    async fn listen(&mut self, company: u16) -> Result<(), LinkError> {
+        match &self.listening {
+            // Listening already: make sure the scan still runs.
+            Some((entry, _)) if entry.company() == company => self.scanner.start().await,
+            _ => {
+                if let Some((entry, membership)) = self.listening.take() {
+                    drop(entry);
+                    membership.leave().await;
+                }
+                let entry = self.listeners.add(self.address, company);
+                let (membership, started) = self.scanner.join().await;
+                self.listening = Some((entry, membership));
+                started
+            }
+        }
+    }
+
+    async fn advertisement(&mut self) -> Result<Advert, LinkError> {
+        match self.listening.as_mut() {
+            Some((entry, _)) => entry.next().await,
+            None => Err(LinkError::NotConnected),
+        }
+    }
+
     async fn pair(&mut self, passkey: Passkey) -> Result<(), PairError> {
         // Called because the device echoes: a bond BlueZ already has is not one that works.
         match pair::pair(
@@ -802,6 +873,7 @@ mod tests {
             links,
             Arc::new(failed),
             "hci0".into(),
+            None,
         ));
         let _ = task.await;
         tokio::time::timeout(Duration::from_secs(30), failure.wait())

@@ -145,6 +145,16 @@ impl Execd {
         true
     }
 
+    /// How often `needle` occurs in stderr so far.
+    pub fn stderr_count(&self, needle: &str) -> usize {
+        self.stderr_so_far.0.lock().unwrap().matches(needle).count()
+    }
+
+    /// The next stdout line, if one comes within `within`.
+    pub fn try_line(&self, within: Duration) -> Option<String> {
+        self.lines.recv_timeout(within).ok()
+    }
+
     pub fn tick(&mut self) {
         let stdin = self.child.stdin.as_mut().unwrap();
         stdin.write_all(b"\n").unwrap();

@@ -197,6 +197,49 @@ pub enum DeviceKind {
         cell_info: Vec<u8>,
         stream_every: Duration,
     },
+    /// A Victron device's instant readout: while anyone discovers, every `every` a new
+    /// advertisement (ManufacturerData 0x02E1, PropertiesChanged) with the next nonce, the
+    /// record `plaintext` encrypted with `key` (AES-128-CTR, its own implementation here).
+    /// No GATT. `Faults::silent` stops it advertising.
+    Victron {
+        key: [u8; 16],
+        product_id: u16,
+        record_type: u8,
+        plaintext: Vec<u8>,
+        every: Duration,
+    },
+}
+
+/// Victron's company id (manufacturer data key).
+pub const VICTRON_COMPANY: u16 = 0x02E1;
+
+/// A Victron instant readout advertisement, as the device builds it: `10 02`, product id
+/// (LE), record type, nonce (LE), the key's first byte, then the plaintext encrypted with
+/// AES-128-CTR whose counter block starts as the nonce (LE) and zeros.
+pub fn victron_advert(
+    key: &[u8; 16],
+    product_id: u16,
+    record_type: u8,
+    nonce: u16,
+    plaintext: &[u8],
+) -> Vec<u8> {
+    use aes::cipher::{BlockCipherEncrypt, KeyInit};
+    let cipher = aes::Aes128::new(key.into());
+    let mut out = vec![0x10, 0x02];
+    out.extend(product_id.to_le_bytes());
+    out.push(record_type);
+    out.extend(nonce.to_le_bytes());
+    out.push(key[0]);
+    // CTR by hand: encrypt the counter blocks, XOR. The counter is a 128-bit little-endian
+    // number starting at the nonce.
+    let mut counter = u128::from(nonce);
+    for chunk in plaintext.chunks(16) {
+        let mut block = aes::Block::from(counter.to_le_bytes());
+        cipher.encrypt_block(&mut block);
+        out.extend(chunk.iter().zip(block.iter()).map(|(p, k)| p ^ k));
+        counter = counter.wrapping_add(1);
+    }
+    out
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -286,6 +329,33 @@ impl MockDevice {
             },
             JK_SERVICE,
         )
+    }
+
+    /// A Victron device advertising `plaintext` as a record of `record_type`, encrypted with
+    /// `key_hex` (32 hex digits), every 100 ms while discovering.
+    pub fn victron(
+        mac: &str,
+        name: &str,
+        key_hex: &str,
+        product_id: u16,
+        record_type: u8,
+        plaintext: Vec<u8>,
+    ) -> Self {
+        let key: [u8; 16] = hex::decode(key_hex).unwrap().try_into().unwrap();
+        let mut d = Self::new(
+            mac,
+            name,
+            DeviceKind::Victron {
+                key,
+                product_id,
+                record_type,
+                plaintext,
+                every: Duration::from_millis(100),
+            },
+            "",
+        );
+        d.advertised_uuids = Vec::new();
+        d
     }
 
     /// Not known to BlueZ: appears (InterfacesAdded) only after StartDiscovery.
@@ -536,6 +606,10 @@ struct DevState {
     bond_authenticated: bool,
     /// JK: the link epoch whose cell info stream is running.
     jk_streaming: Option<u64>,
+    /// Victron: the last nonce and advertisement sent (its ManufacturerData), and how many.
+    victron_nonce: u16,
+    manufacturer_data: Option<Vec<u8>>,
+    adverts: u64,
 }
 
 impl DevState {
@@ -569,6 +643,9 @@ impl DevState {
             paired: false,
             bond_authenticated: false,
             jk_streaming: None,
+            victron_nonce: 0x4000,
+            manufacturer_data: None,
+            adverts: 0,
         }
     }
 }
@@ -721,6 +798,7 @@ fn layout(cfg: &MockDevice) -> (String, Vec<CharLayout>) {
                 }],
             )
         }
+        DeviceKind::Victron { .. } => (String::new(), Vec::new()),
         DeviceKind::Jk { .. } => (
             JK_SERVICE.into(),
             vec![CharLayout {
@@ -804,6 +882,10 @@ async fn export_gatt(conn: &Connection, sh: &Sh, mac: &str) {
         d.cfg.clone()
     };
     let (svc_uuid, chars) = layout(&cfg);
+    if chars.is_empty() {
+        // No GATT (a Victron device, as the mock models it).
+        return;
+    }
     let spath = service_path(mac);
     let svc = GattService1 {
         uuid: svc_uuid,
@@ -1114,6 +1196,62 @@ async fn discovery_task(sh: Sh, generation: u64) {
             .await;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// While anyone discovers: each exported Victron device advertises, every `every`, with the
+/// next nonce (PropertiesChanged ManufacturerData, as BlueZ with DuplicateData signals every
+/// advertisement). Ends when discovery stops (a later StartDiscovery starts a new one).
+async fn victron_adverts(sh: Sh, generation: u64) {
+    loop {
+        let (adverts, every) = {
+            let mut st = sh.lock();
+            if st.generation != generation || st.discovering.is_empty() {
+                return;
+            }
+            let filter = st.scan_uuids.clone();
+            let mut every = Duration::from_millis(100);
+            let mut out = Vec::new();
+            for (mac, d) in st.devices.iter_mut() {
+                let DeviceKind::Victron {
+                    key,
+                    product_id,
+                    record_type,
+                    plaintext,
+                    every: e,
+                } = &d.cfg.kind
+                else {
+                    continue;
+                };
+                every = every.min(*e);
+                if !d.exported || d.cfg.faults.silent || !matches_filter(&d.cfg, &filter) {
+                    continue;
+                }
+                d.victron_nonce = d.victron_nonce.wrapping_add(1);
+                let bytes =
+                    victron_advert(key, *product_id, *record_type, d.victron_nonce, plaintext);
+                d.manufacturer_data = Some(bytes.clone());
+                d.adverts += 1;
+                out.push((mac.clone(), bytes));
+            }
+            (out, every)
+        };
+        let Some(conn) = sh.conn_of(generation) else {
+            return;
+        };
+        for (mac, bytes) in adverts {
+            let data: HashMap<u16, Value<'_>> =
+                HashMap::from([(VICTRON_COMPANY, Value::from(Value::from(bytes)))]);
+            emit_changed(
+                &conn,
+                &device_path(&mac),
+                DEVICE1,
+                vec![("ManufacturerData", Value::from(data))],
+            )
+            .await;
+        }
+        sh.cv.notify_all();
+        tokio::time::sleep(every).await;
     }
 }
 
@@ -1649,6 +1787,7 @@ impl Adapter1 {
                     vec![("Discovering", Value::from(true))],
                 )
                 .await;
+                tokio::spawn(victron_adverts(self.sh.clone(), generation));
             }
             tokio::spawn(discovery_task(self.sh.clone(), generation));
         }
@@ -2082,6 +2221,20 @@ impl Device1 {
     #[zbus(property, name = "RSSI")]
     fn rssi(&self) -> i16 {
         self.get(|d| d.cfg.rssi - d.rssi_tick).unwrap_or(-127)
+    }
+
+    /// The last advertisement's manufacturer data (a Victron device once it advertised).
+    #[zbus(property)]
+    fn manufacturer_data(&self) -> HashMap<u16, OwnedValue> {
+        self.get(|d| d.manufacturer_data.clone())
+            .flatten()
+            .map(|bytes| {
+                HashMap::from([(
+                    VICTRON_COMPANY,
+                    Value::from(bytes).try_to_owned().expect("bytes own"),
+                )])
+            })
+            .unwrap_or_default()
     }
 
     #[zbus(property, name = "UUIDs")]
@@ -2641,6 +2794,42 @@ impl MockBluez {
     /// Whether a client has a discovery session.
     pub fn is_discovering(&self) -> bool {
         !self.sh.lock().discovering.is_empty()
+    }
+
+    /// How many advertisements a Victron device has sent.
+    pub fn adverts(&self, mac: &str) -> u64 {
+        self.with_dev(mac, |d| d.adverts)
+    }
+
+    /// Waits until a Victron device has sent at least `n` advertisements.
+    pub fn wait_adverts(&self, mac: &str, n: u64, timeout: Duration) -> bool {
+        let mac = norm_mac(mac);
+        let deadline = Instant::now() + timeout;
+        let mut st = self.sh.lock();
+        loop {
+            if st.devices.get(&mac).is_some_and(|d| d.adverts >= n) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            st = self
+                .sh
+                .cv
+                .wait_timeout(st, (deadline - now).min(Duration::from_millis(50)))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Changes what a Victron device advertises from its next advertisement on.
+    pub fn set_victron_plaintext(&self, mac: &str, new: Vec<u8>) {
+        self.with_dev(mac, |d| {
+            if let DeviceKind::Victron { plaintext, .. } = &mut d.cfg.kind {
+                *plaintext = new;
+            }
+        });
     }
 
     /// `org.bluez` goes away (name released, connection closed, all links lost), stays away
