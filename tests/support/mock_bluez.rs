@@ -1241,7 +1241,7 @@ async fn victron_adverts(sh: Sh, generation: u64) {
         };
         for (mac, bytes) in adverts {
             let data: HashMap<u16, Value<'_>> =
-                HashMap::from([(VICTRON_COMPANY, Value::from(Value::from(bytes)))]);
+                HashMap::from([(VICTRON_COMPANY, Value::from(bytes))]);
             emit_changed(
                 &conn,
                 &device_path(&mac),
