@@ -794,3 +794,217 @@ async fn an_echo_during_the_handshake_without_a_passkey_is_said_once_and_backed_
     assert!(!fake.script().connected, "its one connection is let go");
     assert!(fake.script().pairings.is_empty());
 }
+
+/// A passive device's radio: scripted advertisements, listens counted; connecting is a bug.
+#[derive(Clone, Default)]
+struct Radio {
+    s: Arc<Mutex<RadioScript>>,
+}
+
+#[derive(Default)]
+struct RadioScript {
+    /// The next `advertisement` calls' results, in order; empty: nothing heard (pending).
+    heard: VecDeque<Vec<u8>>,
+    listens: u32,
+    connects: u32,
+    disconnects: u32,
+}
+
+impl Transport for Radio {
+    async fn connect(&mut self) -> Result<Vec<CharInfo>, LinkError> {
+        self.s.lock().unwrap().connects += 1;
+        Err(LinkError::NotFound)
+    }
+    async fn disconnect(&mut self) -> bool {
+        self.s.lock().unwrap().disconnects += 1;
+        true
+    }
+    async fn subscribe(&mut self, _: Uuid) -> Result<(), LinkError> {
+        Err(LinkError::NotConnected)
+    }
+    async fn write(&mut self, _: Uuid, _: &[u8], _: WriteMode) -> Result<(), LinkError> {
+        Err(LinkError::NotConnected)
+    }
+    async fn notification(&mut self) -> Result<Notification, LinkError> {
+        std::future::pending().await
+    }
+    fn drain(&mut self) -> usize {
+        0
+    }
+    async fn read(&mut self, _: Uuid) -> Result<Vec<u8>, LinkError> {
+        Err(LinkError::NotConnected)
+    }
+    async fn lost(&mut self) {
+        std::future::pending().await
+    }
+    async fn listen(&mut self, _: u16) -> Result<(), LinkError> {
+        self.s.lock().unwrap().listens += 1;
+        Ok(())
+    }
+    async fn advertisement(&mut self) -> Result<crate::transport::Advert, LinkError> {
+        let next = self.s.lock().unwrap().heard.pop_front();
+        match next {
+            Some(data) => Ok(crate::transport::Advert {
+                data,
+                heard: Instant::now(),
+            }),
+            None => std::future::pending().await,
+        }
+    }
+}
+
+const VICTRON_KEY: &str = "aff4d0995b7d1e176c0c33ecb9e70dcd";
+
+fn shunt_advert(key: &str) -> Vec<u8> {
+    use crate::devices::victron::protocol::{Key, RECORD_BATTERY_MONITOR, seal};
+    let plain = parse_hex("ff ff e5 04 00 00 00 00 03 00 00 f4 01 40 df").unwrap();
+    seal(
+        0xA389,
+        RECORD_BATTERY_MONITOR,
+        1,
+        &Key::parse(key).unwrap(),
+        &plain,
+    )
+}
+
+fn shunt_spec() -> DeviceSpec {
+    DeviceSpec {
+        name: "shunt".into(),
+        kind: &crate::devices::victron::KIND,
+        address: "C0:3B:98:00:00:01".into(),
+        timeout: Duration::from_secs(5),
+        adapter: None,
+        password: None,
+        passkey: None,
+        key: Some(crate::secret::Secret::new(VICTRON_KEY)),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_passive_device_is_listened_to_never_connected_and_silence_is_one_warning() {
+    capture::start();
+    let radio = Radio::default();
+    let h = spawn(shunt_spec(), radio.clone());
+    for _ in 0..4 {
+        let e = h.poll().await.unwrap_err();
+        assert!(
+            matches!(&e, DeviceError::Poll { source: PollError::Silent { .. }, hint, .. } if hint.contains("in range")),
+            "{e:?}"
+        );
+    }
+    {
+        let s = radio.s.lock().unwrap();
+        assert_eq!(s.connects, 0, "never connected");
+        assert_eq!(
+            s.disconnects, 0,
+            "silence is not a broken link: no reconnect"
+        );
+        assert_eq!(s.listens, 1);
+    }
+    assert_eq!(
+        capture::count(
+            log::Level::Warn,
+            "shunt (C0:3B:98:00:00:01): poll failed: no advertisement heard"
+        ),
+        1
+    );
+    assert_eq!(
+        capture::count(
+            log::Level::Info,
+            "shunt (C0:3B:98:00:00:01): listening for its advertisements"
+        ),
+        1
+    );
+    radio
+        .s
+        .lock()
+        .unwrap()
+        .heard
+        .push_back(shunt_advert(VICTRON_KEY));
+    assert!(h.poll().await.is_ok());
+    assert!(h.shutdown().await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn nothing_new_from_a_passive_device_is_no_line_and_no_warning() {
+    capture::start();
+    let radio = Radio::default();
+    radio
+        .s
+        .lock()
+        .unwrap()
+        .heard
+        .push_back(shunt_advert(VICTRON_KEY));
+    let h = spawn(shunt_spec(), radio.clone());
+    assert!(h.poll().await.is_ok());
+    for _ in 0..3 {
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let e = h.poll().await.unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                DeviceError::Poll {
+                    source: PollError::NothingNew,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+    }
+    assert_eq!(
+        capture::count(log::Level::Warn, "shunt (C0:3B:98:00:00:01)"),
+        0
+    );
+    radio
+        .s
+        .lock()
+        .unwrap()
+        .heard
+        .push_back(shunt_advert(VICTRON_KEY));
+    assert!(h.poll().await.is_ok());
+    assert_eq!(radio.s.lock().unwrap().disconnects, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wrong_key_is_one_error_with_where_the_key_is_and_polling_goes_on() {
+    capture::start();
+    let radio = Radio::default();
+    let wrong = "adeccb947395801a4dd45a2eaa44bf17";
+    radio.s.lock().unwrap().heard = [
+        shunt_advert(wrong),
+        shunt_advert(wrong),
+        shunt_advert(wrong),
+    ]
+    .into();
+    let h = spawn(shunt_spec(), radio.clone());
+    for _ in 0..3 {
+        let e = h.poll().await.unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                DeviceError::Poll {
+                    source: PollError::Misconfigured(_),
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+    }
+    assert_eq!(
+        capture::count(
+            log::Level::Error,
+            "shunt (C0:3B:98:00:00:01): the advertisement key does not match"
+        ),
+        1
+    );
+    assert_eq!(
+        capture::count(log::Level::Error, "Instant readout details"),
+        1
+    );
+    assert_eq!(
+        capture::count(log::Level::Warn, "shunt (C0:3B:98:00:00:01)"),
+        0
+    );
+    let s = radio.s.lock().unwrap();
+    assert_eq!((s.connects, s.disconnects), (0, 0));
+}
