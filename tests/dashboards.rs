@@ -5,7 +5,7 @@
 //!   query spells out is in the schema of the measurement's kind (`devices/<kind>/fields.rs`).
 //! - `every_dashboard_query_returns_data` (`#[ignore]`d: it needs servers; `.ci/run` runs
 //!   it with `--ignored`): loads a few minutes of demo polls into InfluxDB 1.x and VictoriaMetrics, then runs EVERY variable
-//!   query and EVERY panel target of the four dashboards, with variables substituted as
+//!   query and EVERY panel target of the eight dashboards, with variables substituted as
 //!   Grafana would, and fails on any query error, empty result, or (InfluxQL) a selected
 //!   column that is null everywhere (a misspelt field among others).
 
@@ -26,11 +26,15 @@ enum Lang {
 }
 
 /// (file, measurement, query language).
-const DASHBOARDS: [(&str, &str, Lang); 4] = [
+const DASHBOARDS: [(&str, &str, Lang); 8] = [
     ("jbd-influxdb.json", "jbd_bms", Lang::InfluxQl),
     ("jbd-victoriametrics.json", "jbd_bms", Lang::PromQl),
     ("powermon-influxdb.json", "powermon", Lang::InfluxQl),
     ("powermon-victoriametrics.json", "powermon", Lang::PromQl),
+    ("jk-influxdb.json", "jk_bms", Lang::InfluxQl),
+    ("jk-victoriametrics.json", "jk_bms", Lang::PromQl),
+    ("victron-influxdb.json", "victron", Lang::InfluxQl),
+    ("victron-victoriametrics.json", "victron", Lang::PromQl),
 ];
 
 fn load(file: &str) -> Value {

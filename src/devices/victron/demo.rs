@@ -4,13 +4,18 @@
 use uuid::Uuid;
 
 use super::protocol::{self as victron, Key};
-use crate::demo::{DemoDevice, Peripheral, swing, wave};
+use crate::demo::{DemoDevice, Peripheral, wave};
 use crate::transport::{CharInfo, Notification};
 
 /// The demo shunt's advertisement key (configured on its spec, as a user would).
 pub const DEMO_KEY: &str = "0df4d0995b7d1e176c0c33ecb9e70d42";
 /// SmartShunt 500A/50mV.
 const DEMO_PRODUCT: u16 = 0xA389;
+
+/// The factor on the demo shunt's typical (discharge) current at time `t`: 0.5 to 1.5.
+fn load(t: f64) -> f64 {
+    1.0 + 0.4 * wave(t, 1800.0, 2.0) + 0.1 * wave(t, 300.0, 0.0)
+}
 
 /// A simulated SmartShunt on a 12 V bank.
 #[derive(Debug, Clone)]
@@ -50,8 +55,11 @@ impl BitWriter {
 impl ShuntSim {
     /// The battery monitor record's plaintext at time `t`.
     pub fn plaintext(&self, t: f64) -> Vec<u8> {
-        let current = self.current_a * swing(t, 2.0);
+        // A house bank in the evening: always discharging, the load coming and going, so
+        // the monitor always has a time to go to show.
+        let current = self.current_a * load(t);
         let voltage = self.voltage_v + 0.03 * current / self.current_a.abs();
+        // (Charging would have no time to go: Victron sends "not available" then.)
         let soc = 70.0 + 20.0 * wave(t, 3600.0, 2.0);
         let consumed = self.capacity_ah * (100.0 - soc) / 100.0;
         let mut w = BitWriter::default();
@@ -140,11 +148,12 @@ mod tests {
                 panic!("a battery monitor record")
             };
             assert_eq!(adv.product_id, DEMO_PRODUCT);
-            let current = -4.2 * swing(t, 2.0);
+            let current = -4.2 * load(t);
             assert_eq!(m.current_a, Some((current * 1000.0).round() / 1000.0));
+            assert!((-6.3..=-2.1).contains(&current));
             assert!((13.0..13.5).contains(&m.voltage_v.unwrap()));
             assert!((50.0..=90.0).contains(&m.soc_percent.unwrap()));
-            assert_eq!(m.time_to_go_s.is_some(), current < 0.0);
+            assert!(m.time_to_go_s.is_some(), "discharging: a time to go");
             assert!(matches!(m.aux, Aux::Temperature(c) if (16.0..20.0).contains(&c)));
         }
     }
