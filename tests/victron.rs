@@ -354,3 +354,42 @@ fn a_victron_device_needs_its_key_in_the_config_file() {
         "{err}"
     );
 }
+
+#[test]
+fn a_bms_found_by_scanning_does_not_end_the_scan_the_listeners_share() {
+    // The JBD is unknown to BlueZ: finding it joins the scan the shunt's listener keeps
+    // running, and leaving it must not stop that scan.
+    let rig = Rig::new(vec![
+        shunt(),
+        MockDevice::jbd(JBD, "SP04S034")
+            .with_replies(pack_4s().replies())
+            .appears_on_scan(),
+    ]);
+    let cfg = rig.config(
+        &(victron_table("shunt", SHUNT, SHUNT_KEY)
+            + &format!("[[device]]\nname = \"house\"\nkind = \"jbd\"\naddress = \"{JBD}\"\n")),
+    );
+    let mut e = Execd::spawn(&mut rig.cmd(&["run", "-v", "--config", &cfg]));
+    tick_for_shunt(&mut e);
+    assert!(
+        rig.mock.wait_for(
+            |ev: &MockEvent| matches!(&ev.kind, EventKind::ConnectCalled { mac } if mac == JBD),
+            Duration::from_secs(30)
+        ),
+        "the JBD was never found"
+    );
+    // Found and connected: the shunt is still heard (its scan still runs).
+    for _ in 0..2 {
+        tick_for_shunt(&mut e);
+    }
+    assert!(
+        rig.mock.is_discovering(),
+        "finding the JBD ended the shared scan"
+    );
+    let n = rig.mock.adverts(SHUNT);
+    assert!(rig.mock.wait_adverts(SHUNT, n + 3, Duration::from_secs(30)));
+    e.close_stdin();
+    let (code, _, err) = e.wait(Duration::from_secs(20));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!rig.mock.is_discovering(), "the scan stops with us");
+}
