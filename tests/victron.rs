@@ -393,3 +393,20 @@ fn a_bms_found_by_scanning_does_not_end_the_scan_the_listeners_share() {
     assert_eq!(code, Some(0), "{err}");
     assert!(!rig.mock.is_discovering(), "the scan stops with us");
 }
+
+#[test]
+fn a_scan_that_cannot_start_is_a_failed_listen_that_says_why() {
+    let rig = Rig::new(vec![shunt()]);
+    rig.mock.set_rfkill_blocked(true);
+    let cfg = rig.config(&victron_table("shunt", SHUNT, SHUNT_KEY));
+    let mut e = Execd::spawn(&mut rig.cmd(&["once", "--config", &cfg]));
+    e.close_stdin();
+    let (code, _, lines, err) = e.finish(Duration::from_secs(60));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(lines.is_empty());
+    assert!(
+        err.contains("shunt (C0:3B:98:00:00:01) is not connected (Blocked through rfkill"),
+        "{err}"
+    );
+    assert!(!err.contains("no advertisement heard"), "{err}");
+}

@@ -660,6 +660,8 @@ struct State {
     discovering: HashSet<String>,
     /// Service UUIDs of the last SetDiscoveryFilter (lowercase; empty = no filter).
     scan_uuids: Vec<String>,
+    /// rfkill blocks the adapter (see `MockBluez::set_rfkill_blocked`).
+    rfkill_blocked: bool,
     devices: BTreeMap<String, DevState>,
     events: Vec<MockEvent>,
 }
@@ -1915,8 +1917,14 @@ impl Adapter1 {
     }
 
     #[zbus(property)]
-    fn set_powered(&self, value: bool) {
-        self.sh.lock().powered = value;
+    fn set_powered(&self, value: bool) -> zbus::fdo::Result<()> {
+        let mut st = self.sh.lock();
+        if st.rfkill_blocked && value {
+            // BlueZ's answer while rfkill blocks the adapter.
+            return Err(zbus::fdo::Error::Failed("Blocked through rfkill".into()));
+        }
+        st.powered = value;
+        Ok(())
     }
 
     #[zbus(property)]
@@ -2647,6 +2655,7 @@ impl MockBluez {
                 powered: true,
                 discovering: HashSet::new(),
                 scan_uuids: Vec::new(),
+                rfkill_blocked: false,
                 devices: Default::default(),
                 events: Vec::new(),
                 agents: HashMap::new(),
@@ -2794,6 +2803,13 @@ impl MockBluez {
     /// Whether a client has a discovery session.
     pub fn is_discovering(&self) -> bool {
         !self.sh.lock().discovering.is_empty()
+    }
+
+    /// rfkill blocks the adapter: it is off, powering it on fails, and so does a scan.
+    pub fn set_rfkill_blocked(&self, blocked: bool) {
+        let mut st = self.sh.lock();
+        st.rfkill_blocked = blocked;
+        st.powered = !blocked;
     }
 
     /// How many advertisements a Victron device has sent.
