@@ -27,6 +27,7 @@ use uuid::Uuid;
 
 mod listen;
 pub mod pair;
+mod twins;
 mod watchdog;
 
 use crate::device::DeviceSpec;
@@ -37,6 +38,7 @@ use crate::transport::{
     WriteMode,
 };
 use listen::{Hearing, Listeners, Membership, Scanner};
+use twins::{Need, Twins};
 
 /// Bound on starting and stopping a scan.
 const SCAN_CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -163,6 +165,8 @@ pub struct Bluetooth {
     scanners: Vec<Arc<Scanner>>,
     /// Passive devices listened for, on every adapter.
     listeners: Listeners,
+    /// Characteristics btleplug cannot reach (a second one of the same UUID).
+    twins: Twins,
     scan_lock: Arc<Mutex<()>>,
     disconnects: broadcast::Sender<LinkEvent>,
     /// Set when the Bluetooth side cannot recover; see [`Failure`].
@@ -209,6 +213,7 @@ impl Bluetooth {
             adapters,
             scanners,
             listeners,
+            twins: Twins::default(),
             scan_lock: Arc::new(Mutex::new(())),
             disconnects,
             failure_tx,
@@ -285,6 +290,7 @@ impl Bluetooth {
             scanner: self.scanners[i].clone(),
             listeners: self.listeners.clone(),
             listening: None,
+            twins: self.twins.clone(),
             scan_lock: self.scan_lock.clone(),
             disconnects: self.disconnects.subscribe(),
             address,
@@ -414,7 +420,14 @@ struct Connection {
     peripheral: Peripheral,
     characteristics: Vec<Characteristic>,
     subscribed: Vec<Characteristic>,
+    /// btleplug's notification stream and the twins' ones, merged.
     notifications: Option<SharedNotifications>,
+    /// btleplug's stream is among them.
+    btleplug_notifications: bool,
+    /// Twins subscribed through bluez-async: their UUID and id (see [`twins`]).
+    twin_subscribed: Vec<(Uuid, bluez_async::CharacteristicId)>,
+    /// The twin written to instead of btleplug's characteristic of that UUID.
+    twin_written: Vec<(Uuid, twins::Twin)>,
     lost: bool,
 }
 
@@ -425,6 +438,18 @@ impl Connection {
             .find(|c| c.uuid == uuid)
             .cloned()
             .ok_or(LinkError::MissingCharacteristic("requested"))
+    }
+
+    /// Adds a stream to the notifications read.
+    fn add_notifications(&mut self, stream: Notifications) {
+        let merged: Notifications = match self.notifications.take() {
+            Some(old) => match old.into_inner() {
+                Ok(old) => Box::pin(futures::stream::select(old, stream)),
+                Err(_) => stream,
+            },
+            None => stream,
+        };
+        self.notifications = Some(std::sync::Mutex::new(merged));
     }
 }
 
@@ -437,6 +462,7 @@ pub struct BleLink {
     listeners: Listeners,
     /// A passive device: its advertisements, and our part of the scan.
     listening: Option<(listen::Entry, Membership)>,
+    twins: Twins,
     scan_lock: Arc<Mutex<()>>,
     disconnects: broadcast::Receiver<LinkEvent>,
     address: BDAddr,
@@ -510,6 +536,9 @@ impl BleLink {
             peripheral,
             subscribed: Vec::new(),
             notifications: None,
+            btleplug_notifications: false,
+            twin_subscribed: Vec::new(),
+            twin_written: Vec::new(),
             lost: false,
         })
     }
@@ -578,6 +607,9 @@ impl Transport for BleLink {
                         tokio::time::timeout(UNSUBSCRIBE_TIMEOUT, conn.peripheral.unsubscribe(c))
                             .await;
                 }
+                for (_, twin) in &conn.twin_subscribed {
+                    self.twins.unsubscribe(twin, UNSUBSCRIBE_TIMEOUT).await;
+                }
                 drop(conn.notifications);
                 self.attempted = None;
                 conn.peripheral
@@ -605,11 +637,24 @@ impl Transport for BleLink {
 
     async fn subscribe(&mut self, characteristic: Uuid) -> Result<(), LinkError> {
         let t = self.connect_timeout();
+        let twins = self.twins.clone();
         let c = self.conn()?;
         let ch = c.characteristic(characteristic)?;
-        if c.notifications.is_none() {
+        if !Need::Notify.met_by(ch.properties) {
+            // btleplug's one of this UUID does not notify: its twin does (see `twins`).
+            let id = c.peripheral.id().to_string();
+            let twin = twins
+                .find(&id, ch.service_uuid, ch.uuid, Need::Notify, t)
+                .await?;
+            let stream = twins.subscribe(&twin, ch.service_uuid, ch.uuid, t).await?;
+            c.add_notifications(stream);
+            c.twin_subscribed.push((ch.uuid, twin.id));
+            return Ok(());
+        }
+        if !c.btleplug_notifications {
             let stream = bounded("notification stream", t, c.peripheral.notifications()).await?;
-            c.notifications = Some(std::sync::Mutex::new(stream));
+            c.add_notifications(stream);
+            c.btleplug_notifications = true;
         }
         bounded("subscribe", t, c.peripheral.subscribe(&ch)).await?;
         c.subscribed.push(ch);
@@ -623,8 +668,25 @@ impl Transport for BleLink {
         mode: WriteMode,
     ) -> Result<(), LinkError> {
         let t = self.timeout;
+        let twins = self.twins.clone();
         let c = self.conn()?;
         let ch = c.characteristic(characteristic)?;
+        if !Need::Write.met_by(ch.properties) {
+            // btleplug's one of this UUID is not writable: its twin is (see `twins`).
+            if !c.twin_written.iter().any(|(u, _)| *u == ch.uuid) {
+                let id = c.peripheral.id().to_string();
+                let twin = twins
+                    .find(&id, ch.service_uuid, ch.uuid, Need::Write, t)
+                    .await?;
+                c.twin_written.push((ch.uuid, twin));
+            }
+            let (_, twin) = c
+                .twin_written
+                .iter()
+                .find(|(u, _)| *u == ch.uuid)
+                .ok_or(LinkError::MissingCharacteristic("writable"))?;
+            return twins.write(twin, data, mode, t).await;
+        }
         let wt = match mode {
             WriteMode::WithResponse => WriteType::WithResponse,
             WriteMode::WithoutResponse => WriteType::WithoutResponse,
@@ -643,11 +705,14 @@ impl Transport for BleLink {
             .ok_or(LinkError::MissingCharacteristic("subscribed"))?
             .get_mut()
             .map_err(|_| LinkError::NotConnected)?;
-        let subscribed = &conn.subscribed;
+        let (subscribed, twins) = (&conn.subscribed, &conn.twin_subscribed);
+        let wanted = |uuid: Uuid| {
+            subscribed.iter().any(|c| c.uuid == uuid) || twins.iter().any(|(u, _)| *u == uuid)
+        };
         loop {
             tokio::select! {
                 item = stream.next() => match item {
-                    Some(n) if subscribed.iter().any(|c| c.uuid == n.uuid) => {
+                    Some(n) if wanted(n.uuid) => {
                         return Ok(Notification { characteristic: n.uuid, value: n.value });
                     }
                     Some(_) => continue,

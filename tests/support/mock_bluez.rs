@@ -196,6 +196,9 @@ pub enum DeviceKind {
         device_info: Vec<u8>,
         cell_info: Vec<u8>,
         stream_every: Duration,
+        /// The newer module: TWO `ffe1` characteristics, one written (write, write without
+        /// response) and one notifying (read, notify); else one ffe1 for both.
+        twin_ffe1: bool,
     },
     /// A Victron device's instant readout: while anyone discovers, every `every` a new
     /// advertisement (ManufacturerData 0x02E1, PropertiesChanged) with the next nonce, the
@@ -326,6 +329,7 @@ impl MockDevice {
                 device_info,
                 cell_info,
                 stream_every: Duration::from_millis(300),
+                twin_ffe1: false,
             },
             JK_SERVICE,
         )
@@ -356,6 +360,14 @@ impl MockDevice {
         );
         d.advertised_uuids = Vec::new();
         d
+    }
+
+    /// A JK BMS on the newer module: two `ffe1` characteristics (write-only, notify).
+    pub fn with_twin_ffe1(mut self) -> Self {
+        if let DeviceKind::Jk { twin_ffe1, .. } = &mut self.kind {
+            *twin_ffe1 = true;
+        }
+        self
     }
 
     /// Not known to BlueZ: appears (InterfacesAdded) only after StartDiscovery.
@@ -747,6 +759,9 @@ enum CharRole {
     Record,
     /// JK's one ffe1: written and notifying.
     JkBoth,
+    /// The newer JK module's two ffe1: the written one and the notifying one.
+    JkWrite,
+    JkNotify,
 }
 
 #[derive(Clone, Debug)]
@@ -801,6 +816,25 @@ fn layout(cfg: &MockDevice) -> (String, Vec<CharLayout>) {
             )
         }
         DeviceKind::Victron { .. } => (String::new(), Vec::new()),
+        DeviceKind::Jk {
+            twin_ffe1: true, ..
+        } => (
+            JK_SERVICE.into(),
+            vec![
+                CharLayout {
+                    suffix: "char0011",
+                    uuid: JK_CHAR.into(),
+                    flags: vec!["read".into(), "notify".into()],
+                    role: CharRole::JkNotify,
+                },
+                CharLayout {
+                    suffix: "char0014",
+                    uuid: JK_CHAR.into(),
+                    flags: vec!["write-without-response".into(), "write".into()],
+                    role: CharRole::JkWrite,
+                },
+            ],
+        ),
         DeviceKind::Jk { .. } => (
             JK_SERVICE.into(),
             vec![CharLayout {
@@ -826,10 +860,12 @@ fn char_path(mac: &str, suffix: &str) -> String {
 }
 
 fn notify_char(cfg: &MockDevice) -> Option<CharLayout> {
-    layout(cfg)
-        .1
-        .into_iter()
-        .find(|c| matches!(c.role, CharRole::JbdNotify | CharRole::JkBoth))
+    layout(cfg).1.into_iter().find(|c| {
+        matches!(
+            c.role,
+            CharRole::JbdNotify | CharRole::JkBoth | CharRole::JkNotify
+        )
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1574,6 +1610,7 @@ fn jk_write(sh: &Sh, mac: String, value: Vec<u8>, generation: u64, epoch: u64) {
             device_info,
             cell_info,
             stream_every,
+            ..
         } = &d.cfg.kind
         else {
             return;
@@ -2485,7 +2522,7 @@ impl GattCharacteristic1 {
         });
         if self.role == CharRole::JbdWrite {
             jbd_write(&self.sh, mac, value, generation, epoch);
-        } else if self.role == CharRole::JkBoth {
+        } else if matches!(self.role, CharRole::JkBoth | CharRole::JkWrite) {
             jk_write(&self.sh, mac, value, generation, epoch);
         } else if let Some(d) = self.sh.lock().devices.get_mut(&mac) {
             d.char_values.insert(self.uuid.clone(), value);
@@ -2528,7 +2565,12 @@ impl GattCharacteristic1 {
             let mut st = self.sh.lock();
             let generation = st.generation;
             let d = st.dev(&self.mac)?;
-            if !d.notifying || !matches!(self.role, CharRole::JbdNotify | CharRole::JkBoth) {
+            if !d.notifying
+                || !matches!(
+                    self.role,
+                    CharRole::JbdNotify | CharRole::JkBoth | CharRole::JkNotify
+                )
+            {
                 return Err(BluezError::Failed("No notify session started".into()));
             }
             d.notifying = false;
@@ -2577,13 +2619,15 @@ impl GattCharacteristic1 {
 
     #[zbus(property)]
     fn notifying(&self) -> bool {
-        matches!(self.role, CharRole::JbdNotify | CharRole::JkBoth)
-            && self
-                .sh
-                .lock()
-                .devices
-                .get(&self.mac)
-                .is_some_and(|d| d.notifying)
+        matches!(
+            self.role,
+            CharRole::JbdNotify | CharRole::JkBoth | CharRole::JkNotify
+        ) && self
+            .sh
+            .lock()
+            .devices
+            .get(&self.mac)
+            .is_some_and(|d| d.notifying)
     }
 
     #[zbus(property, name = "MTU")]
@@ -2599,8 +2643,8 @@ impl GattCharacteristic1 {
 impl GattCharacteristic1 {
     fn path(&self) -> String {
         let suffix = match self.role {
-            CharRole::JbdNotify | CharRole::JkBoth => "char0011",
-            CharRole::JbdWrite | CharRole::Record => "char0014",
+            CharRole::JbdNotify | CharRole::JkBoth | CharRole::JkNotify => "char0011",
+            CharRole::JbdWrite | CharRole::Record | CharRole::JkWrite => "char0014",
         };
         char_path(&self.mac, suffix)
     }

@@ -1,9 +1,9 @@
 //! JK BMS (JK02 protocol, 24S and 32S layouts): subscribe to `ffe1`, ask for device info and
 //! cell info; the BMS streams cell info records by itself.
 //!
-//! Not supported yet: the newer module with TWO `ffe1` characteristics (one write-only, one
-//! notify): btleplug keeps only the first characteristic of a UUID per service, so through it
-//! that module can be written or subscribed, not both (`shared/notes/next-wave.md` 4.1).
+//! The newer module has TWO `ffe1` characteristics (one write-only, one notify); the
+//! session writes and subscribes `ffe1` as for the older one, and the BLE transport reaches
+//! the twin btleplug cannot (`ble/twins.rs`).
 
 pub mod demo;
 pub mod fields;
