@@ -306,3 +306,87 @@ fn victoriametrics_stores_every_numeric_and_boolean_field() {
     );
     assert_eq!(stored, total, "sample count");
 }
+
+/// A line with one more tag, as Telegraf's `[global_tags]` adds it (before the first
+/// unescaped space: the end of the measurement and tags).
+fn with_tag(line: &str, key: &str, value: &str) -> String {
+    let bytes = line.as_bytes();
+    let at = (0..bytes.len())
+        .find(|&i| bytes[i] == b' ' && (i == 0 || bytes[i - 1] != b'\\'))
+        .expect("a line has a space before its fields");
+    format!("{},{key}={value}{}", &line[..at], &line[at..])
+}
+
+#[test]
+#[ignore = "needs the influxdb and victoria-metrics servers; run by .ci/run"]
+fn the_many_sites_example_writes_to_central_servers_as_telegraf_would() {
+    // telegraf.d/site.conf: parsed as Telegraf's TOML, its two outputs' URLs and database
+    // used exactly as Telegraf's outputs.influxdb uses them (POST <url>/write?db=<database>,
+    // "telegraf" when none), pointed at real servers, with its global `site` tag on each line.
+    let conf: toml::Value =
+        toml::from_str(include_str!("../telegraf.d/site.conf")).expect("site.conf is TOML");
+    let site = conf["global_tags"]["site"].as_str().expect("a site tag");
+    let outputs = conf["outputs"]["influxdb"]
+        .as_array()
+        .expect("outputs.influxdb");
+    assert_eq!(outputs.len(), 2, "VictoriaMetrics and InfluxDB");
+    let (body, _) = demo();
+    let vm = Vm::start();
+    let influx = Influx::start();
+    for out in outputs {
+        let url = out["urls"][0].as_str().expect("a url");
+        let path = url
+            .split_once("://")
+            .and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]))
+            .unwrap_or("");
+        let namepass: Vec<&str> = out["namepass"]
+            .as_array()
+            .expect("namepass")
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        for kind in blebatt::devices::KINDS {
+            assert!(
+                namepass.contains(&kind.measurement),
+                "{url}: namepass lacks {kind}"
+            );
+        }
+        let tagged: String = body
+            .lines()
+            .map(|l| with_tag(l, "site", site) + "\n")
+            .collect();
+        let db = out
+            .get("database")
+            .and_then(|d| d.as_str())
+            .unwrap_or("telegraf");
+        let base = if url.contains(":8428") {
+            &vm.server.base
+        } else {
+            &influx.server.base
+        };
+        let (status, text) = db::finish(
+            "site write",
+            db::agent()
+                .post(format!("{base}{path}/write"))
+                .query("db", db)
+                .query("precision", "ns")
+                .send(&tagged),
+        );
+        assert_eq!(status, 204, "{url} -> {base}{path}/write?db={db}: {text}");
+    }
+    let series = vm.export_when(
+        &format!(r#"{{site="{site}"}}"#),
+        1,
+        1,
+        Duration::from_secs(60),
+    );
+    assert!(
+        series
+            .iter()
+            .any(|s| s.name() == "victron_voltage" && s.labels["db"] == "telegraf"),
+        "{:?}",
+        series.iter().map(|s| s.name()).collect::<Vec<_>>()
+    );
+    let sites = influx.query(r#"SHOW TAG VALUES FROM "jbd_bms" WITH KEY = "site""#);
+    assert!(sites.to_string().contains(site), "{sites}");
+}

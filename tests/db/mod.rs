@@ -34,7 +34,10 @@ pub fn agent() -> ureq::Agent {
 }
 
 /// Status and body of a response.
-fn finish(what: &str, r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> (u16, String) {
+pub fn finish(
+    what: &str,
+    r: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+) -> (u16, String) {
     let mut resp = r.unwrap_or_else(|e| panic!("{what}: HTTP request failed: {e}"));
     let status = resp.status().as_u16();
     let body = resp
