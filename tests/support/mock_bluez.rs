@@ -2864,23 +2864,10 @@ impl MockBluez {
     /// Waits until a Victron device has sent at least `n` advertisements.
     pub fn wait_adverts(&self, mac: &str, n: u64, timeout: Duration) -> bool {
         let mac = norm_mac(mac);
-        let deadline = Instant::now() + timeout;
-        let mut st = self.sh.lock();
-        loop {
-            if st.devices.get(&mac).is_some_and(|d| d.adverts >= n) {
-                return true;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            st = self
-                .sh
-                .cv
-                .wait_timeout(st, (deadline - now).min(Duration::from_millis(50)))
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
+        self.wait_state(
+            |st| st.devices.get(&mac).is_some_and(|d| d.adverts >= n),
+            timeout,
+        )
     }
 
     /// Changes what a Victron device advertises from its next advertisement on.
@@ -2966,10 +2953,18 @@ impl MockBluez {
         n: usize,
         timeout: Duration,
     ) -> bool {
+        self.wait_state(
+            |st| st.events.iter().filter(|e| pred(e)).count() >= n,
+            timeout,
+        )
+    }
+
+    /// Waits until the mock's state satisfies `done` (woken by every change it signals).
+    fn wait_state(&self, done: impl Fn(&State) -> bool, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let mut st = self.sh.lock();
         loop {
-            if st.events.iter().filter(|e| pred(e)).count() >= n {
+            if done(&st) {
                 return true;
             }
             let now = Instant::now();

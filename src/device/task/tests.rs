@@ -810,6 +810,12 @@ struct RadioScript {
     disconnects: u32,
 }
 
+impl Radio {
+    fn hear(&self, data: Vec<u8>) {
+        self.s.lock().unwrap().heard.push_back(data);
+    }
+}
+
 impl Transport for Radio {
     async fn connect(&mut self) -> Result<Vec<CharInfo>, LinkError> {
         self.s.lock().unwrap().connects += 1;
@@ -915,12 +921,7 @@ async fn a_passive_device_is_listened_to_never_connected_and_silence_is_one_warn
         ),
         1
     );
-    radio
-        .s
-        .lock()
-        .unwrap()
-        .heard
-        .push_back(shunt_advert(VICTRON_KEY));
+    radio.hear(shunt_advert(VICTRON_KEY));
     assert!(h.poll().await.is_ok());
     assert!(h.shutdown().await);
 }
@@ -929,12 +930,7 @@ async fn a_passive_device_is_listened_to_never_connected_and_silence_is_one_warn
 async fn nothing_new_from_a_passive_device_is_no_line_and_no_warning() {
     capture::start();
     let radio = Radio::default();
-    radio
-        .s
-        .lock()
-        .unwrap()
-        .heard
-        .push_back(shunt_advert(VICTRON_KEY));
+    radio.hear(shunt_advert(VICTRON_KEY));
     let h = spawn(shunt_spec(), radio.clone());
     assert!(h.poll().await.is_ok());
     for _ in 0..3 {
@@ -955,12 +951,7 @@ async fn nothing_new_from_a_passive_device_is_no_line_and_no_warning() {
         capture::count(log::Level::Warn, "shunt (C0:3B:98:00:00:01)"),
         0
     );
-    radio
-        .s
-        .lock()
-        .unwrap()
-        .heard
-        .push_back(shunt_advert(VICTRON_KEY));
+    radio.hear(shunt_advert(VICTRON_KEY));
     assert!(h.poll().await.is_ok());
     assert_eq!(radio.s.lock().unwrap().disconnects, 0);
 }

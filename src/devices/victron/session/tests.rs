@@ -24,6 +24,8 @@ fn key() -> Key {
 struct Radio {
     heard: VecDeque<Advert>,
     listens: Vec<u16>,
+    /// Listening fails (e.g. a scan BlueZ refuses).
+    deaf: bool,
 }
 
 impl Radio {
@@ -66,6 +68,9 @@ impl Transport for Radio {
         std::future::pending().await
     }
     async fn listen(&mut self, company: u16) -> Result<(), LinkError> {
+        if self.deaf {
+            return Err(LinkError::NotFound);
+        }
         self.listens.push(company);
         Ok(())
     }
@@ -219,41 +224,13 @@ async fn a_wrong_key_is_a_misconfiguration_and_garbage_a_decode_error() {
 
 #[tokio::test(start_paused = true)]
 async fn a_failed_listen_fails_the_open() {
-    struct Deaf;
-    impl Transport for Deaf {
-        async fn connect(&mut self) -> Result<Vec<CharInfo>, LinkError> {
-            unreachable!()
-        }
-        async fn disconnect(&mut self) -> bool {
-            true
-        }
-        async fn subscribe(&mut self, _: uuid::Uuid) -> Result<(), LinkError> {
-            unreachable!()
-        }
-        async fn write(
-            &mut self,
-            _: uuid::Uuid,
-            _: &[u8],
-            _: crate::transport::WriteMode,
-        ) -> Result<(), LinkError> {
-            unreachable!()
-        }
-        async fn notification(&mut self) -> Result<crate::transport::Notification, LinkError> {
-            unreachable!()
-        }
-        fn drain(&mut self) -> usize {
-            0
-        }
-        async fn read(&mut self, _: uuid::Uuid) -> Result<Vec<u8>, LinkError> {
-            unreachable!()
-        }
-        async fn lost(&mut self) {}
-    }
+    let mut radio = Radio {
+        deaf: true,
+        ..Radio::default()
+    };
     let mut s = VictronSession::new(Some(key()));
     assert_eq!(
-        s.open(&mut Deaf, &[]).await,
-        Err(PollError::Link(LinkError::Unsupported(
-            "listen to advertisements"
-        )))
+        s.open(&mut radio, &[]).await,
+        Err(PollError::Link(LinkError::NotFound))
     );
 }
