@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DEMO_LINES_PER_TICK = 4
+DEMO_LINES_PER_TICK = 6
 WARM_UP_TICKS = 50
 
 

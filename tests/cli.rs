@@ -138,7 +138,7 @@ fn every_kinds_decode_help_shows_real_captures_that_decode() {
 }
 
 /// The demo's devices: two JBD packs, a PowerMon, a JK pack.
-const DEMO_LINES: usize = 5;
+const DEMO_LINES: usize = 6;
 
 /// Every field the schema promises for each demo device.
 fn check_demo_lines(out: &str) {
@@ -245,6 +245,26 @@ fn check_demo_lines(out: &str) {
     ] {
         field(shunt, f);
     }
+    let mppt = by_device("demo-mppt");
+    assert_eq!(
+        tag(mppt, "product").as_deref(),
+        Some("SmartSolar Charger MPPT 75/15")
+    );
+    for f in [
+        "voltage",
+        "current",
+        "charge_state",
+        "pv_power",
+        "yield_today",
+    ] {
+        field(mppt, f);
+    }
+    assert!(
+        mppt.field_set
+            .iter()
+            .all(|(k, _)| !["load_current", "charged_energy"].contains(&k.as_str())),
+        "no load output, and a charger is no battery"
+    );
 }
 
 #[test]

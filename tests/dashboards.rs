@@ -5,7 +5,7 @@
 //!   query spells out is in the schema of the measurement's kind (`devices/<kind>/fields.rs`).
 //! - `every_dashboard_query_returns_data` (`#[ignore]`d: it needs servers; `.ci/run` runs
 //!   it with `--ignored`): loads a few minutes of demo polls into InfluxDB 1.x and VictoriaMetrics, then runs EVERY variable
-//!   query and EVERY panel target of the eight dashboards, with variables substituted as
+//!   query and EVERY panel target of the ten dashboards, with variables substituted as
 //!   Grafana would, and fails on any query error, empty result, or (InfluxQL) a selected
 //!   column that is null everywhere (a misspelt field among others).
 
@@ -25,17 +25,81 @@ enum Lang {
     PromQl,
 }
 
-/// (file, measurement, query language).
-const DASHBOARDS: [(&str, &str, Lang); 8] = [
-    ("jbd-influxdb.json", "jbd_bms", Lang::InfluxQl),
-    ("jbd-victoriametrics.json", "jbd_bms", Lang::PromQl),
-    ("powermon-influxdb.json", "powermon", Lang::InfluxQl),
-    ("powermon-victoriametrics.json", "powermon", Lang::PromQl),
-    ("jk-influxdb.json", "jk_bms", Lang::InfluxQl),
-    ("jk-victoriametrics.json", "jk_bms", Lang::PromQl),
-    ("victron-influxdb.json", "victron", Lang::InfluxQl),
-    ("victron-victoriametrics.json", "victron", Lang::PromQl),
+/// (file, measurement, query language, which of its devices the dashboard's `device`
+/// variable lists).
+const DASHBOARDS: [(&str, &str, Lang, Devices); 10] = [
+    ("jbd-influxdb.json", "jbd_bms", Lang::InfluxQl, Devices::All),
+    (
+        "jbd-victoriametrics.json",
+        "jbd_bms",
+        Lang::PromQl,
+        Devices::All,
+    ),
+    (
+        "powermon-influxdb.json",
+        "powermon",
+        Lang::InfluxQl,
+        Devices::All,
+    ),
+    (
+        "powermon-victoriametrics.json",
+        "powermon",
+        Lang::PromQl,
+        Devices::All,
+    ),
+    ("jk-influxdb.json", "jk_bms", Lang::InfluxQl, Devices::All),
+    (
+        "jk-victoriametrics.json",
+        "jk_bms",
+        Lang::PromQl,
+        Devices::All,
+    ),
+    (
+        "victron-influxdb.json",
+        "victron",
+        Lang::InfluxQl,
+        Devices::NotSolar,
+    ),
+    (
+        "victron-victoriametrics.json",
+        "victron",
+        Lang::PromQl,
+        Devices::NotSolar,
+    ),
+    (
+        "victron-solar-influxdb.json",
+        "victron",
+        Lang::InfluxQl,
+        Devices::Solar,
+    ),
+    (
+        "victron-solar-victoriametrics.json",
+        "victron",
+        Lang::PromQl,
+        Devices::Solar,
+    ),
 ];
+
+/// The devices of a measurement a dashboard is for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Devices {
+    All,
+    /// Victron solar chargers (their `product` tag names them SmartSolar / BlueSolar, or
+    /// "solar charger").
+    Solar,
+    NotSolar,
+}
+
+impl Devices {
+    fn includes(self, product: Option<&str>) -> bool {
+        let solar = product.is_some_and(|p| p.to_ascii_lowercase().contains("solar"));
+        match self {
+            Devices::All => true,
+            Devices::Solar => solar,
+            Devices::NotSolar => !solar,
+        }
+    }
+}
 
 fn load(file: &str) -> Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -180,7 +244,7 @@ fn literal_names(text: &str, lang: Lang) -> Vec<String> {
 
 #[test]
 fn dashboards_have_the_grafana_shape() {
-    for (file, measurement, lang) in DASHBOARDS {
+    for (file, measurement, lang, _) in DASHBOARDS {
         let kind = kind_of(measurement);
         let is_tag =
             |name: &str| ["device", "address"].contains(&name) || kind.tags.contains(&name);
@@ -445,10 +509,12 @@ fn every_dashboard_query_returns_data() {
         "VictoriaMetrics did not show every sample in time"
     );
 
-    let devices_of = |m: &str| -> Vec<String> {
+    let devices_of = |m: &str, which: Devices| -> Vec<String> {
         let set: BTreeSet<String> = lines
             .iter()
-            .filter(|l| l.measurement == m)
+            .filter(|l| {
+                l.measurement == m && which.includes(l.tags.get("product").map(String::as_str))
+            })
             .map(|l| l.device().to_string())
             .collect();
         set.into_iter().collect()
@@ -459,9 +525,9 @@ fn every_dashboard_query_returns_data() {
     let (start, end) = ((from_ms / 1000).to_string(), (to_ms / 1000).to_string());
     let mut failures = Vec::new();
     let mut ran = 0;
-    for (file, measurement, lang) in DASHBOARDS {
+    for (file, measurement, lang, which) in DASHBOARDS {
         let dash = load(file);
-        let expected_devices = devices_of(measurement);
+        let expected_devices = devices_of(measurement, which);
         let all = queries(file, &dash, lang);
         assert!(
             all.iter().any(|q| q.is_variable),

@@ -11,7 +11,7 @@ use influxdb_line_protocol::FieldValue;
 
 const DEVICE: &str = "demo-12v";
 /// Lines per tick: one per demo device.
-const DEMO_LINES: usize = 5;
+const DEMO_LINES: usize = 6;
 /// demo-12v's largest current: 4.2 A x 1.6 (`demo::swing`).
 const MAX_CURRENT_A: f64 = 4.2 * 1.6;
 

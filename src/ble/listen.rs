@@ -171,11 +171,37 @@ impl Drop for Entry {
 /// rotating random addresses come and go).
 const ADDRESSES_KEPT: usize = 1024;
 
+/// A map that forgets everything when it is full: a cache of what is cheap to look up again.
+struct Forgetful<K, V> {
+    map: HashMap<K, V>,
+    max: usize,
+}
+
+impl<K: std::hash::Hash + Eq, V: Copy> Forgetful<K, V> {
+    fn new(max: usize) -> Self {
+        Forgetful {
+            map: HashMap::new(),
+            max,
+        }
+    }
+
+    fn get(&self, k: &K) -> Option<V> {
+        self.map.get(k).copied()
+    }
+
+    fn insert(&mut self, k: K, v: V) {
+        if self.map.len() >= self.max {
+            self.map.clear();
+        }
+        self.map.insert(k, v);
+    }
+}
+
 /// The forwarder's side: turns btleplug's manufacturer data events into listeners' adverts.
 pub(super) struct Hearing {
     adapter: Adapter,
     listeners: Listeners,
-    addresses: HashMap<PeripheralId, BDAddr>,
+    addresses: Forgetful<PeripheralId, BDAddr>,
 }
 
 impl Hearing {
@@ -183,7 +209,7 @@ impl Hearing {
         Hearing {
             adapter,
             listeners,
-            addresses: HashMap::new(),
+            addresses: Forgetful::new(ADDRESSES_KEPT),
         }
     }
 
@@ -194,7 +220,7 @@ impl Hearing {
             return;
         }
         let address = match self.addresses.get(&id) {
-            Some(a) => *a,
+            Some(a) => a,
             None => {
                 let Ok(p) = bounded(
                     "looking up a device",
@@ -205,9 +231,6 @@ impl Hearing {
                 else {
                     return;
                 };
-                if self.addresses.len() >= ADDRESSES_KEPT {
-                    self.addresses.clear();
-                }
                 self.addresses.insert(id, p.address());
                 p.address()
             }
@@ -222,6 +245,18 @@ mod tests {
 
     fn addr(last: u8) -> BDAddr {
         BDAddr::from([0xDE, 0xAD, 0xBE, 0xEF, 0, last])
+    }
+
+    #[test]
+    fn the_address_cache_is_bounded_and_starts_over_when_full() {
+        let mut c = Forgetful::new(3);
+        for i in 0..3u8 {
+            c.insert(i, addr(i));
+        }
+        assert!((0..3u8).all(|i| c.get(&i) == Some(addr(i))), "up to its size, all kept");
+        c.insert(9, addr(9));
+        assert_eq!(c.map.len(), 1, "full: forgotten, then the new one kept");
+        assert_eq!((c.get(&0), c.get(&9)), (None, Some(addr(9))));
     }
 
     #[tokio::test(start_paused = true)]

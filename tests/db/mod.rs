@@ -503,7 +503,7 @@ impl DemoRun {
 }
 
 /// Demo devices: 2 JBD packs + 1 PowerMon, one line each per tick.
-pub const DEMO_LINES_PER_TICK: usize = 5;
+pub const DEMO_LINES_PER_TICK: usize = 6;
 
 /// A VictoriaMetrics selector for every series of these lines' measurements.
 pub fn vm_selector(lines: &[Line]) -> String {

@@ -1,5 +1,6 @@
-//! The simulated SmartShunt of `--demo`: it advertises a battery monitor record, encrypted
-//! with its key, with a new nonce whenever its values change, as the real one does.
+//! The simulated SmartShunt and SmartSolar of `--demo`: each advertises its record (battery
+//! monitor, solar charger), encrypted with its key, with a new nonce whenever its values
+//! change, as the real ones do.
 
 use uuid::Uuid;
 
@@ -110,20 +111,103 @@ impl Peripheral for ShuntSim {
     }
 }
 
-/// The demo's SmartShunt.
+/// The demo solar charger's advertisement key.
+pub const DEMO_SOLAR_KEY: &str = "adeccb947395801a4dd45a2eaa44bf42";
+/// SmartSolar Charger MPPT 75/15.
+const DEMO_SOLAR_PRODUCT: u16 = 0xA053;
+
+/// A simulated SmartSolar MPPT charging the same 12 V bank.
+#[derive(Debug, Clone)]
+pub struct SolarSim {
+    pub key: &'static str,
+    /// Panel power at the top of the (fast) demo day, W.
+    pub peak_w: f64,
+}
+
+/// Victron's charge states the demo goes through.
+const BULK: u32 = 3;
+const ABSORPTION: u32 = 4;
+const FLOAT: u32 = 5;
+
+impl SolarSim {
+    /// The solar charger record's plaintext at time `t`: a 40-minute "day" of sun.
+    pub fn plaintext(&self, t: f64) -> Vec<u8> {
+        let sun = (0.55 + 0.45 * wave(t, 2400.0, 0.0)).max(0.0);
+        let pv_w = self.peak_w * sun;
+        let voltage = 13.3 + 0.9 * sun;
+        let current = pv_w * 0.95 / voltage;
+        let state = match sun {
+            s if s > 0.8 => ABSORPTION,
+            s if s > 0.3 => BULK,
+            _ => FLOAT,
+        };
+        // Today's yield grows through the hour and starts again.
+        let yield_kwh = (t % 3600.0) / 3600.0 * self.peak_w * 0.6 / 1000.0;
+        let mut w = BitWriter::default();
+        w.put(state, 8);
+        w.put(0, 8); // no error
+        w.put_signed((voltage * 100.0).round() as i32, 16);
+        w.put_signed((current * 10.0).round() as i32, 16);
+        w.put((yield_kwh * 100.0).round() as u32, 16);
+        w.put(pv_w.round() as u32, 16);
+        w.put(0x1FF, 9); // no load output: not available
+        w.bytes
+    }
+}
+
+impl Peripheral for SolarSim {
+    /// It is never connected: no GATT.
+    fn characteristics(&self) -> Vec<CharInfo> {
+        Vec::new()
+    }
+
+    fn write(&mut self, _: Uuid, _: &[u8], _: f64) -> Vec<Notification> {
+        Vec::new()
+    }
+
+    fn read(&mut self, _: Uuid, _: f64) -> Option<Vec<u8>> {
+        None
+    }
+
+    fn advertisement(&mut self, t: f64) -> Option<(u16, Vec<u8>)> {
+        let key = Key::parse(self.key).expect("the demo key is valid");
+        let data = victron::seal(
+            DEMO_SOLAR_PRODUCT,
+            victron::RECORD_SOLAR_CHARGER,
+            (t as u64 % 65_536) as u16,
+            &key,
+            &self.plaintext(t),
+        );
+        Some((victron::COMPANY_ID, data))
+    }
+}
+
+/// The demo's SmartShunt and SmartSolar.
 pub fn devices() -> Vec<DemoDevice> {
-    vec![DemoDevice {
-        name: "demo-smartshunt",
-        address: "DE:AD:BE:EF:00:05",
-        password: None,
-        key: Some(DEMO_KEY),
-        peripheral: Box::new(ShuntSim {
-            key: DEMO_KEY,
-            voltage_v: 13.25,
-            current_a: -4.2,
-            capacity_ah: 200.0,
-        }),
-    }]
+    vec![
+        DemoDevice {
+            name: "demo-smartshunt",
+            address: "DE:AD:BE:EF:00:05",
+            password: None,
+            key: Some(DEMO_KEY),
+            peripheral: Box::new(ShuntSim {
+                key: DEMO_KEY,
+                voltage_v: 13.25,
+                current_a: -4.2,
+                capacity_ah: 200.0,
+            }),
+        },
+        DemoDevice {
+            name: "demo-mppt",
+            address: "DE:AD:BE:EF:00:06",
+            password: None,
+            key: Some(DEMO_SOLAR_KEY),
+            peripheral: Box::new(SolarSim {
+                key: DEMO_SOLAR_KEY,
+                peak_w: 220.0,
+            }),
+        },
+    ]
 }
 
 #[cfg(test)]
@@ -156,6 +240,35 @@ mod tests {
             assert!(m.time_to_go_s.is_some(), "discharging: a time to go");
             assert!(matches!(m.aux, Aux::Temperature(c) if (16.0..20.0).contains(&c)));
         }
+    }
+
+    #[test]
+    fn the_demo_solar_charger_advertises_a_solar_record_that_decodes() {
+        let mut sim = SolarSim {
+            key: DEMO_SOLAR_KEY,
+            peak_w: 220.0,
+        };
+        let mut states = std::collections::BTreeSet::new();
+        for t in (0..2400).step_by(60).map(f64::from) {
+            let (_, data) = sim.advertisement(t).unwrap();
+            let (adv, Record::SolarCharger(c)) =
+                decode(&data, &Key::parse(DEMO_SOLAR_KEY).unwrap()).unwrap()
+            else {
+                panic!("a solar charger record")
+            };
+            assert_eq!(adv.product_id, DEMO_SOLAR_PRODUCT);
+            assert_eq!(c.error, 0);
+            assert!((0..=220).contains(&c.pv_power_w.unwrap()));
+            assert!((13.3..=14.2).contains(&c.voltage_v.unwrap()));
+            assert!(c.yield_today_kwh.unwrap() >= 0.0);
+            assert_eq!(c.load_current_a, None, "no load output");
+            states.insert(c.charge_state);
+        }
+        assert_eq!(
+            states.len(),
+            3,
+            "bulk, absorption and float in a demo day: {states:?}"
+        );
     }
 
     #[test]
