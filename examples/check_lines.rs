@@ -4,7 +4,8 @@
 //! asked.
 //!
 //! ```text
-//! blebatt once --demo | cargo run --example check_lines -- 5
+//! blebatt once --demo | cargo run --example check_lines -- demo    (a line per demo device)
+//! blebatt once --jbd house=MAC | cargo run --example check_lines -- 1
 //! ```
 //!
 //! Prints one summary line; exits 1 (with the reason on stderr) when a check fails.
@@ -12,10 +13,15 @@
 use std::io::Read;
 
 fn main() {
-    let want: usize = std::env::args()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| fail("usage: check_lines N (the number of lines expected)"));
+    let want: usize = match std::env::args().nth(1).as_deref() {
+        // One line per demo device of every kind.
+        Some("demo") => blebatt::devices::KINDS
+            .iter()
+            .map(|k| (k.demo)().len())
+            .sum(),
+        Some(n) => n.parse().unwrap_or_else(|_| fail("N: a number")),
+        None => fail("usage: check_lines N|demo (the number of lines expected)"),
+    };
     let mut text = String::new();
     if let Err(e) = std::io::stdin().read_to_string(&mut text) {
         fail(&format!("cannot read stdin: {e}"));
