@@ -13,7 +13,7 @@ use support::bus::PrivateBus;
 use support::fixtures::{
     JK_CELL_INFO_24S, JK_CELL_INFO_32S, JK_DEVICE_INFO_24S, JK_DEVICE_INFO_32S, jk_record,
 };
-use support::mock_bluez::{EventKind, Faults, MockBluez, MockDevice, MockEvent};
+use support::mock_bluez::{EventKind, Faults, MockBluez, MockDevice, MockEvent, TwinOrder};
 
 const MAC: &str = "C8:47:8C:00:00:01";
 
@@ -149,10 +149,9 @@ fn run_takes_the_stream_and_asks_only_when_it_stopped() {
 
 #[test]
 fn the_newer_module_with_two_ffe1_characteristics_is_written_on_one_and_heard_on_the_other() {
-    // btleplug keeps one characteristic per UUID, whichever BlueZ lists first (the mock's
-    // order varies from rig to rig): the write goes to the writable twin and the
-    // notifications come from the notifying one, either way.
-    for round in 0..3 {
+    // btleplug keeps one characteristic per UUID, the first BlueZ lists: the write goes to the
+    // writable twin and the notifications come from the notifying one, whichever it is.
+    for order in [TwinOrder::NotifyFirst, TwinOrder::WriteFirst] {
         let rig = Rig::new(
             MockDevice::jk(
                 MAC,
@@ -160,7 +159,7 @@ fn the_newer_module_with_two_ffe1_characteristics_is_written_on_one_and_heard_on
                 jk_record(JK_DEVICE_INFO_32S),
                 jk_record(JK_CELL_INFO_32S),
             )
-            .with_twin_ffe1()
+            .with_twin_ffe1(order)
             .with_faults(Faults {
                 chunk_sizes: vec![20],
                 ..Faults::default()
@@ -168,27 +167,44 @@ fn the_newer_module_with_two_ffe1_characteristics_is_written_on_one_and_heard_on
         );
         let mut e = Execd::spawn(&mut rig.cmd(&["run", "--device", &format!("jk:pack={MAC}")]));
         for k in 1..=2 {
-            assert!(rig.mock.wait_for_count(
-                |ev: &MockEvent| matches!(&ev.kind, EventKind::Notify { bytes, .. } if bytes.starts_with(&[0x55, 0xAA, 0xEB, 0x90, 0x02])),
-                k + 1,
-                Duration::from_secs(30)
-            ), "round {round}: the stream never started");
+            assert!(
+                rig.mock.wait_for_count(
+                    |ev: &MockEvent| matches!(&ev.kind, EventKind::Notify { bytes, .. } if bytes.starts_with(&[0x55, 0xAA, 0xEB, 0x90, 0x02])),
+                    k + 1,
+                    Duration::from_secs(30)
+                ),
+                "{order:?}: the stream never started"
+            );
             e.tick();
             let lines = e.read_lines(1, Duration::from_secs(30));
             let parsed = parse_all(&lines[0]);
-            assert_eq!(float(&parsed[0], "voltage"), 26.509, "round {round}");
+            assert_eq!(float(&parsed[0], "voltage"), 26.509, "{order:?}");
         }
-        assert_eq!(rig.commands(), [0x97, 0x96], "round {round}");
+        assert_eq!(rig.commands(), [0x97, 0x96], "{order:?}");
+        // Each write said its type (the twin's, when btleplug's one cannot be written).
+        let types: Vec<String> = rig
+            .mock
+            .events()
+            .into_iter()
+            .filter_map(|ev: MockEvent| match ev.kind {
+                EventKind::Write { write_type, .. } => Some(write_type),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            types.iter().all(|t| t == "request" || t == "command"),
+            "{order:?}: {types:?}"
+        );
         e.close_stdin();
         let (code, _, err) = e.wait(Duration::from_secs(10));
-        assert_eq!(code, Some(0), "round {round}: {err}");
+        assert_eq!(code, Some(0), "{order:?}: {err}");
         assert_log_prefixes(&err);
-        // Unsubscribed at the end, as any device.
-        assert!(
+        // Unsubscribed at the end, as any device: through bluez-async when it is the twin.
+        assert_eq!(
             rig.mock
-                .count(|ev: &MockEvent| matches!(&ev.kind, EventKind::StopNotify { .. }))
-                >= 1,
-            "round {round}: the notifying twin was left subscribed"
+                .count(|ev: &MockEvent| matches!(&ev.kind, EventKind::StopNotify { .. })),
+            1,
+            "{order:?}: the notifying twin was left subscribed"
         );
     }
 }

@@ -253,7 +253,10 @@ mod tests {
         for i in 0..3u8 {
             c.insert(i, addr(i));
         }
-        assert!((0..3u8).all(|i| c.get(&i) == Some(addr(i))), "up to its size, all kept");
+        assert!(
+            (0..3u8).all(|i| c.get(&i) == Some(addr(i))),
+            "up to its size, all kept"
+        );
         c.insert(9, addr(9));
         assert_eq!(c.map.len(), 1, "full: forgotten, then the new one kept");
         assert_eq!((c.get(&0), c.get(&9)), (None, Some(addr(9))));

@@ -197,8 +197,9 @@ pub enum DeviceKind {
         cell_info: Vec<u8>,
         stream_every: Duration,
         /// The newer module: TWO `ffe1` characteristics, one written (write, write without
-        /// response) and one notifying (read, notify); else one ffe1 for both.
-        twin_ffe1: bool,
+        /// response) and one notifying (read, notify), in this order of object paths (BlueZ
+        /// lists them so); `None`: one ffe1 for both.
+        twin_ffe1: Option<TwinOrder>,
     },
     /// A Victron device's instant readout: while anyone discovers, every `every` a new
     /// advertisement (ManufacturerData 0x02E1, PropertiesChanged) with the next nonce, the
@@ -211,6 +212,13 @@ pub enum DeviceKind {
         plaintext: Vec<u8>,
         every: Duration,
     },
+}
+
+/// Which of the newer JK module's two `ffe1` BlueZ lists first (the lower object path).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TwinOrder {
+    NotifyFirst,
+    WriteFirst,
 }
 
 /// Victron's company id (manufacturer data key).
@@ -329,7 +337,7 @@ impl MockDevice {
                 device_info,
                 cell_info,
                 stream_every: Duration::from_millis(300),
-                twin_ffe1: false,
+                twin_ffe1: None,
             },
             JK_SERVICE,
         )
@@ -362,10 +370,11 @@ impl MockDevice {
         d
     }
 
-    /// A JK BMS on the newer module: two `ffe1` characteristics (write-only, notify).
-    pub fn with_twin_ffe1(mut self) -> Self {
+    /// A JK BMS on the newer module: two `ffe1` characteristics (write-only, notify), the one
+    /// `order` says first.
+    pub fn with_twin_ffe1(mut self, order: TwinOrder) -> Self {
         if let DeviceKind::Jk { twin_ffe1, .. } = &mut self.kind {
-            *twin_ffe1 = true;
+            *twin_ffe1 = Some(order);
         }
         self
     }
@@ -817,24 +826,31 @@ fn layout(cfg: &MockDevice) -> (String, Vec<CharLayout>) {
         }
         DeviceKind::Victron { .. } => (String::new(), Vec::new()),
         DeviceKind::Jk {
-            twin_ffe1: true, ..
-        } => (
-            JK_SERVICE.into(),
-            vec![
-                CharLayout {
-                    suffix: "char0011",
-                    uuid: JK_CHAR.into(),
-                    flags: vec!["read".into(), "notify".into()],
-                    role: CharRole::JkNotify,
-                },
-                CharLayout {
-                    suffix: "char0014",
-                    uuid: JK_CHAR.into(),
-                    flags: vec!["write-without-response".into(), "write".into()],
-                    role: CharRole::JkWrite,
-                },
-            ],
-        ),
+            twin_ffe1: Some(order),
+            ..
+        } => {
+            let (notify_at, write_at) = match order {
+                TwinOrder::NotifyFirst => ("char0011", "char0014"),
+                TwinOrder::WriteFirst => ("char0014", "char0011"),
+            };
+            (
+                JK_SERVICE.into(),
+                vec![
+                    CharLayout {
+                        suffix: notify_at,
+                        uuid: JK_CHAR.into(),
+                        flags: vec!["read".into(), "notify".into()],
+                        role: CharRole::JkNotify,
+                    },
+                    CharLayout {
+                        suffix: write_at,
+                        uuid: JK_CHAR.into(),
+                        flags: vec!["write-without-response".into(), "write".into()],
+                        role: CharRole::JkWrite,
+                    },
+                ],
+            )
+        }
         DeviceKind::Jk { .. } => (
             JK_SERVICE.into(),
             vec![CharLayout {
@@ -941,6 +957,7 @@ async fn export_gatt(conn: &Connection, sh: &Sh, mac: &str) {
             service: owned_path(&spath),
             flags: ch.flags.clone(),
             role: ch.role,
+            suffix: ch.suffix,
         };
         if let Err(e) = conn.object_server().at(cpath.as_str(), iface).await {
             log(&format!("export {cpath}: {e}"));
@@ -2359,6 +2376,8 @@ struct GattCharacteristic1 {
     service: OwnedObjectPath,
     flags: Vec<String>,
     role: CharRole,
+    /// Its object path's last part.
+    suffix: &'static str,
 }
 
 impl GattCharacteristic1 {
@@ -2642,11 +2661,7 @@ impl GattCharacteristic1 {
 
 impl GattCharacteristic1 {
     fn path(&self) -> String {
-        let suffix = match self.role {
-            CharRole::JbdNotify | CharRole::JkBoth | CharRole::JkNotify => "char0011",
-            CharRole::JbdWrite | CharRole::Record | CharRole::JkWrite => "char0014",
-        };
-        char_path(&self.mac, suffix)
+        char_path(&self.mac, self.suffix)
     }
 }
 
