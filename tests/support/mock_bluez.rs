@@ -1017,7 +1017,57 @@ async fn come_up(sh: Sh, address: String) -> zbus::Result<()> {
     }
     conn.request_name(BLUEZ_NAME).await?;
     sh.push(EventKind::BluezStarted);
+    let generation = sh.lock().generation;
+    tokio::spawn(forget_clients_that_leave(sh.clone(), conn, generation));
     Ok(())
+}
+
+/// As bluetoothd does: a client that leaves the bus loses its discovery session (the last
+/// one's end stops discovering) and its agent (doc/org.bluez.Adapter.rst, StartDiscovery:
+/// "the discovery will be stopped once the client that started it exits").
+async fn forget_clients_that_leave(sh: Sh, conn: Connection, generation: u64) {
+    use futures::StreamExt;
+    fn rule() -> zbus::Result<zbus::MatchRule<'static>> {
+        zbus::MatchRule::builder()
+            .msg_type(zbus::message::Type::Signal)
+            .sender("org.freedesktop.DBus")
+            .interface("org.freedesktop.DBus")
+            .member("NameOwnerChanged")
+            .build()
+    }
+    let Ok(rule) = rule() else {
+        return;
+    };
+    let Ok(mut changes) = zbus::MessageStream::for_match_rule(rule, &conn, None).await else {
+        return;
+    };
+    while let Some(Ok(msg)) = changes.next().await {
+        let Ok((name, _old, new)) = msg.body().deserialize::<(String, String, String)>() else {
+            continue;
+        };
+        if !new.is_empty() || !name.starts_with(':') {
+            continue;
+        }
+        let gone = name;
+        let last = {
+            let mut st = sh.lock();
+            if st.generation != generation {
+                return;
+            }
+            st.agents.remove(&gone);
+            st.discovering.remove(&gone) && st.discovering.is_empty()
+        };
+        sh.cv.notify_all();
+        if last {
+            emit_changed(
+                &conn,
+                ADAPTER_PATH,
+                ADAPTER1,
+                vec![("Discovering", Value::from(false))],
+            )
+            .await;
+        }
+    }
 }
 
 /// A bluetoothd that owns its name but answers nothing: every call is taken and left pending.
