@@ -11,7 +11,7 @@ use crate::devices::{self, Kind};
 #[command(
     name = "blebatt",
     version,
-    about = "JBD and JK BMSes and Thornwave PowerMon over Bluetooth LE, as Influx line protocol for Telegraf's inputs.execd",
+    about = "JBD and JK BMSes, Thornwave PowerMon and Victron instant readout over Bluetooth LE, as Influx line protocol for Telegraf's inputs.execd",
     after_help = "Lines go to stdout; logs go to stderr with Telegraf's E!/W!/I!/D! prefixes.\nQuick try without hardware: blebatt once --demo"
 )]
 pub struct Cli {
