@@ -212,6 +212,128 @@ mod tests {
         assert!(e.contains("one advertisement"), "{e}");
     }
 
+    /// The line blebatt prints for a reading of this advertisement.
+    fn line_of(data: &[u8], key: &str) -> String {
+        let values = VictronReading::decode(data, &Key::parse(key).unwrap()).unwrap();
+        crate::output::line(&crate::reading::Reading {
+            derived: None,
+            device: "d".into(),
+            address: "A".into(),
+            time_ns: 1,
+            values: std::sync::Arc::new(values),
+        })
+    }
+
+    fn example_line(i: usize) -> String {
+        let e = KIND.decode.examples[i];
+        line_of(&parse_hex(e.hex[0]).unwrap(), e.key.unwrap())
+    }
+
+    const ALARMS_OFF: &str = "alarm=0i,alarm_low_voltage=false,alarm_high_voltage=false,\
+        alarm_low_soc=false,alarm_low_starter_voltage=false,alarm_high_starter_voltage=false,\
+        alarm_low_temperature=false,alarm_high_temperature=false,alarm_mid_voltage=false,\
+        alarm_overload=false,alarm_dc_ripple=false,alarm_low_ac_out_voltage=false,\
+        alarm_high_ac_out_voltage=false,alarm_short_circuit=false,alarm_bms_lockout=false";
+
+    #[test]
+    fn the_published_vectors_print_their_values_and_products() {
+        assert_eq!(
+            example_line(0),
+            format!(
+                "victron,device=d,address=A,product_id=0xA389,product=SmartShunt\\ 500A/50mV \
+                 voltage=12.53,current=0,power=0,soc=50,consumed_capacity=50,{ALARMS_OFF} 1\n"
+            )
+        );
+        assert_eq!(
+            example_line(1),
+            "victron,device=d,address=A,product_id=0xA042,product=BlueSolar\\ Charger\\ MPPT\\ 75/15 \
+             voltage=13.88,current=1.4,power=19.432,charge_state=4i,charger_error=0i,pv_power=19,\
+             yield_today=0.03,load_current=0 1\n"
+        );
+    }
+
+    /// A record's bits, least significant first: (value, width) in order.
+    fn bits(fields: &[(i64, usize)]) -> Vec<u8> {
+        let (mut v, mut at) = (0u128, 0);
+        for &(x, n) in fields {
+            v |= ((x as u128) & ((1u128 << n) - 1)) << at;
+            at += n;
+        }
+        v.to_le_bytes()[..at.div_ceil(8)].to_vec()
+    }
+
+    #[test]
+    fn a_dc_meter_and_the_aux_modes_print_by_their_record() {
+        let key = KIND.decode.examples[0].key.unwrap();
+        let k = Key::parse(key).unwrap();
+        // DC energy meter: mode -9, 24.00 V, alarm low voltage + overload, starter 12.34 V,
+        // -2.500 A.
+        let plain = bits(&[
+            (-9, 16),
+            (2400, 16),
+            (0x0101, 16),
+            (1234, 16),
+            (0, 2),
+            (-2500, 22),
+        ]);
+        let data = protocol::seal(0xA389, protocol::RECORD_DC_ENERGY_METER, 7, &k, &plain);
+        let line = line_of(&data, key);
+        assert!(
+            line.contains(
+                " voltage=24,current=-2.5,power=-60,starter_voltage=12.34,alarm=257i,\
+                 alarm_low_voltage=true,alarm_high_voltage=false"
+            ),
+            "{line}"
+        );
+        assert!(line.contains("alarm_overload=true"), "{line}");
+        assert!(line.contains(",monitor_mode=-9i 1\n"), "{line}");
+        // Battery monitor with the midpoint, then the temperature on the aux input.
+        for (mode, raw, want) in [
+            (1, 655, "midpoint_voltage=6.55"),
+            (2, 29815, "temperature=25"),
+        ] {
+            let plain = bits(&[
+                (0xFFFF, 16),
+                (1325, 16),
+                (0, 16),
+                (raw, 16),
+                (mode, 2),
+                (1500, 22),
+                (12, 20),
+                (995, 10),
+            ]);
+            let data = protocol::seal(0xA389, protocol::RECORD_BATTERY_MONITOR, 8, &k, &plain);
+            let line = line_of(&data, key);
+            assert!(
+                line.contains(&format!(
+                    " voltage=13.25,current=1.5,power=19.875,soc=99.5,consumed_capacity=1.2,{want},alarm=0i"
+                )),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_key_is_checked_for_32_hex_digits_and_never_echoed() {
+        let check = KIND.key.expect("victron devices need a key");
+        assert_eq!(check("aff4d0995b7d1e176c0c33ecb9e70dcd"), Ok(()));
+        for bad in [
+            "aff4",
+            "zzf4d0995b7d1e176c0c33ecb9e70dcd",
+            "aff4d0995b7d1e176c0c33ecb9e70dcd00",
+        ] {
+            let e = check(bad).unwrap_err();
+            assert!(e.contains("32 hex digits"), "{e}");
+            assert!(!e.contains(bad), "the value is never echoed: {e}");
+        }
+    }
+
+    #[test]
+    fn a_misconfiguration_of_another_kind_gets_no_victron_hint() {
+        let other = PollError::misconfigured(crate::devices::jbd::auth::AuthError::WrongPassword);
+        assert_eq!(hint(&other), None);
+    }
+
     #[test]
     fn a_monitor_feeds_the_energy_counters_and_a_charger_does_not() {
         let monitor = |hex: &str, key: &str| {
