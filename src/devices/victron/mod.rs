@@ -287,13 +287,13 @@ mod tests {
         );
         assert!(line.contains("alarm_overload=true"), "{line}");
         assert!(line.contains(",monitor_mode=-9i 1\n"), "{line}");
-        // Battery monitor with the midpoint, then the temperature on the aux input.
+        // Battery monitor (2 h to go) with the midpoint, then the temperature on the aux input.
         for (mode, raw, want) in [
             (1, 655, "midpoint_voltage=6.55"),
             (2, 29815, "temperature=25"),
         ] {
             let plain = bits(&[
-                (0xFFFF, 16),
+                (120, 16),
                 (1325, 16),
                 (0, 16),
                 (raw, 16),
@@ -306,7 +306,8 @@ mod tests {
             let line = line_of(&data, key);
             assert!(
                 line.contains(&format!(
-                    " voltage=13.25,current=1.5,power=19.875,soc=99.5,consumed_capacity=1.2,{want},alarm=0i"
+                    " voltage=13.25,current=1.5,power=19.875,soc=99.5,consumed_capacity=1.2,\
+                     time_to_go=7200i,{want},alarm=0i"
                 )),
                 "{line}"
             );
