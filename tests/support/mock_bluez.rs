@@ -1059,15 +1059,20 @@ async fn forget_clients_that_leave(sh: Sh, conn: Connection, generation: u64) {
         };
         sh.cv.notify_all();
         if last {
-            emit_changed(
-                &conn,
-                ADAPTER_PATH,
-                ADAPTER1,
-                vec![("Discovering", Value::from(false))],
-            )
-            .await;
+            discovering_changed(&conn, false).await;
         }
     }
+}
+
+/// The adapter's `Discovering` property changed.
+async fn discovering_changed(conn: &Connection, on: bool) {
+    emit_changed(
+        conn,
+        ADAPTER_PATH,
+        ADAPTER1,
+        vec![("Discovering", Value::from(on))],
+    )
+    .await;
 }
 
 /// A bluetoothd that owns its name but answers nothing: every call is taken and left pending.
@@ -1886,13 +1891,7 @@ impl Adapter1 {
         self.sh.cv.notify_all();
         if let Some(conn) = self.sh.conn_of(generation) {
             if first {
-                emit_changed(
-                    &conn,
-                    ADAPTER_PATH,
-                    ADAPTER1,
-                    vec![("Discovering", Value::from(true))],
-                )
-                .await;
+                discovering_changed(&conn, true).await;
                 tokio::spawn(victron_adverts(self.sh.clone(), generation));
             }
             tokio::spawn(discovery_task(self.sh.clone(), generation));
@@ -1912,13 +1911,7 @@ impl Adapter1 {
         };
         self.sh.cv.notify_all();
         if last && let Some(conn) = self.sh.conn_of(generation) {
-            emit_changed(
-                &conn,
-                ADAPTER_PATH,
-                ADAPTER1,
-                vec![("Discovering", Value::from(false))],
-            )
-            .await;
+            discovering_changed(&conn, false).await;
         }
         Ok(())
     }

@@ -8,6 +8,42 @@ use super::protocol::{self as victron, Key};
 use crate::demo::{DemoDevice, Peripheral, wave};
 use crate::transport::{CharInfo, Notification};
 
+/// What a simulated Victron device advertises: its record, encrypted with its key.
+pub trait Readout: Send + 'static {
+    /// Its product id.
+    const PRODUCT: u16;
+    /// Its record type.
+    const RECORD: u8;
+    fn key(&self) -> &'static str;
+    /// The record's plaintext at time `t`.
+    fn plaintext(&self, t: f64) -> Vec<u8>;
+}
+
+/// A simulated Victron device: never connected (no GATT), it only advertises its readout,
+/// with a new nonce every second, as its values change.
+pub struct Advertiser<R>(pub R);
+
+impl<R: Readout> Peripheral for Advertiser<R> {
+    fn characteristics(&self) -> Vec<CharInfo> {
+        Vec::new()
+    }
+
+    fn write(&mut self, _: Uuid, _: &[u8], _: f64) -> Vec<Notification> {
+        Vec::new()
+    }
+
+    fn read(&mut self, _: Uuid, _: f64) -> Option<Vec<u8>> {
+        None
+    }
+
+    fn advertisement(&mut self, t: f64) -> Option<(u16, Vec<u8>)> {
+        let key = Key::parse(self.0.key()).expect("the demo key is valid");
+        let nonce = (t as u64 % 65_536) as u16;
+        let data = victron::seal(R::PRODUCT, R::RECORD, nonce, &key, &self.0.plaintext(t));
+        Some((victron::COMPANY_ID, data))
+    }
+}
+
 /// The demo shunt's advertisement key (configured on its spec, as a user would).
 pub const DEMO_KEY: &str = "0df4d0995b7d1e176c0c33ecb9e70d42";
 /// SmartShunt 500A/50mV.
@@ -53,9 +89,16 @@ impl BitWriter {
     }
 }
 
-impl ShuntSim {
-    /// The battery monitor record's plaintext at time `t`.
-    pub fn plaintext(&self, t: f64) -> Vec<u8> {
+impl Readout for ShuntSim {
+    const PRODUCT: u16 = DEMO_PRODUCT;
+    const RECORD: u8 = victron::RECORD_BATTERY_MONITOR;
+
+    fn key(&self) -> &'static str {
+        self.key
+    }
+
+    /// The battery monitor record.
+    fn plaintext(&self, t: f64) -> Vec<u8> {
         // A house bank in the evening: always discharging, the load coming and going, so
         // the monitor always has a time to go to show.
         let current = self.current_a * load(t);
@@ -82,35 +125,6 @@ impl ShuntSim {
     }
 }
 
-impl Peripheral for ShuntSim {
-    /// It is never connected: no GATT.
-    fn characteristics(&self) -> Vec<CharInfo> {
-        Vec::new()
-    }
-
-    fn write(&mut self, _: Uuid, _: &[u8], _: f64) -> Vec<Notification> {
-        Vec::new()
-    }
-
-    fn read(&mut self, _: Uuid, _: f64) -> Option<Vec<u8>> {
-        None
-    }
-
-    fn advertisement(&mut self, t: f64) -> Option<(u16, Vec<u8>)> {
-        let key = Key::parse(self.key).expect("the demo key is valid");
-        // A new nonce every second, as the values change.
-        let nonce = (t as u64 % 65_536) as u16;
-        let data = victron::seal(
-            DEMO_PRODUCT,
-            victron::RECORD_BATTERY_MONITOR,
-            nonce,
-            &key,
-            &self.plaintext(t),
-        );
-        Some((victron::COMPANY_ID, data))
-    }
-}
-
 /// The demo solar charger's advertisement key.
 pub const DEMO_SOLAR_KEY: &str = "adeccb947395801a4dd45a2eaa44bf42";
 /// SmartSolar Charger MPPT 75/15.
@@ -129,9 +143,16 @@ const BULK: u32 = 3;
 const ABSORPTION: u32 = 4;
 const FLOAT: u32 = 5;
 
-impl SolarSim {
-    /// The solar charger record's plaintext at time `t`: a 40-minute "day" of sun.
-    pub fn plaintext(&self, t: f64) -> Vec<u8> {
+impl Readout for SolarSim {
+    const PRODUCT: u16 = DEMO_SOLAR_PRODUCT;
+    const RECORD: u8 = victron::RECORD_SOLAR_CHARGER;
+
+    fn key(&self) -> &'static str {
+        self.key
+    }
+
+    /// The solar charger record: a 40-minute "day" of sun.
+    fn plaintext(&self, t: f64) -> Vec<u8> {
         let sun = (0.55 + 0.45 * wave(t, 2400.0, 0.0)).max(0.0);
         let pv_w = self.peak_w * sun;
         let voltage = 13.3 + 0.9 * sun;
@@ -155,33 +176,6 @@ impl SolarSim {
     }
 }
 
-impl Peripheral for SolarSim {
-    /// It is never connected: no GATT.
-    fn characteristics(&self) -> Vec<CharInfo> {
-        Vec::new()
-    }
-
-    fn write(&mut self, _: Uuid, _: &[u8], _: f64) -> Vec<Notification> {
-        Vec::new()
-    }
-
-    fn read(&mut self, _: Uuid, _: f64) -> Option<Vec<u8>> {
-        None
-    }
-
-    fn advertisement(&mut self, t: f64) -> Option<(u16, Vec<u8>)> {
-        let key = Key::parse(self.key).expect("the demo key is valid");
-        let data = victron::seal(
-            DEMO_SOLAR_PRODUCT,
-            victron::RECORD_SOLAR_CHARGER,
-            (t as u64 % 65_536) as u16,
-            &key,
-            &self.plaintext(t),
-        );
-        Some((victron::COMPANY_ID, data))
-    }
-}
-
 /// The demo's SmartShunt and SmartSolar.
 pub fn devices() -> Vec<DemoDevice> {
     vec![
@@ -190,22 +184,22 @@ pub fn devices() -> Vec<DemoDevice> {
             address: "DE:AD:BE:EF:00:05",
             password: None,
             key: Some(DEMO_KEY),
-            peripheral: Box::new(ShuntSim {
+            peripheral: Box::new(Advertiser(ShuntSim {
                 key: DEMO_KEY,
                 voltage_v: 13.25,
                 current_a: -4.2,
                 capacity_ah: 200.0,
-            }),
+            })),
         },
         DemoDevice {
             name: "demo-mppt",
             address: "DE:AD:BE:EF:00:06",
             password: None,
             key: Some(DEMO_SOLAR_KEY),
-            peripheral: Box::new(SolarSim {
+            peripheral: Box::new(Advertiser(SolarSim {
                 key: DEMO_SOLAR_KEY,
                 peak_w: 220.0,
-            }),
+            })),
         },
     ]
 }
@@ -217,12 +211,12 @@ mod tests {
 
     #[test]
     fn the_demo_shunt_advertises_a_battery_monitor_record_that_decodes() {
-        let mut sim = ShuntSim {
+        let mut sim = Advertiser(ShuntSim {
             key: DEMO_KEY,
             voltage_v: 13.25,
             current_a: -4.2,
             capacity_ah: 200.0,
-        };
+        });
         for t in [0.0, 450.0, 1234.5, 1_800_000_000.0] {
             let (company, data) = sim.advertisement(t).unwrap();
             assert_eq!(company, victron::COMPANY_ID);
@@ -244,10 +238,10 @@ mod tests {
 
     #[test]
     fn the_demo_solar_charger_advertises_a_solar_record_that_decodes() {
-        let mut sim = SolarSim {
+        let mut sim = Advertiser(SolarSim {
             key: DEMO_SOLAR_KEY,
             peak_w: 220.0,
-        };
+        });
         let mut states = std::collections::BTreeSet::new();
         for t in (0..2400).step_by(60).map(f64::from) {
             let (_, data) = sim.advertisement(t).unwrap();
