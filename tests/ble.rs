@@ -641,8 +641,11 @@ fn scan_lists_devices_with_their_kind() {
             PowerMonFirmware::New,
             powermon_new_sample().encode(),
         ),
+        jbd_4s(JBD_B).appears_on_scan(),
     ]);
-    let out = rig.cmd(&["scan", "--seconds", "1"]).output().unwrap();
+    // Seconds, not a handshake: `scan` is timed by nature; the unknown device is exported
+    // 30 ms into the scan, so 3 s leave room for a loaded machine.
+    let out = rig.cmd(&["scan", "--seconds", "3"]).output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
         out.status.success(),
@@ -657,6 +660,32 @@ fn scan_lists_devices_with_their_kind() {
     };
     assert!(row(JBD_A).contains(" jbd "), "{text}");
     assert!(row(PM_NEW).contains(" powermon "), "{text}");
+    // Found by the scan itself, and the scan it started is stopped (one StopDiscovery: BlueZ
+    // would also end it when we leave the bus, but not with a call).
+    assert!(row(JBD_B).contains(" jbd "), "{text}");
+    assert_eq!(
+        rig.mock
+            .count(|ev| matches!(ev.kind, EventKind::StopDiscovery)),
+        1
+    );
+    assert!(!rig.mock.is_discovering());
+}
+
+/// A scan BlueZ refuses (rfkill) still lists what BlueZ knows, and says why it did not scan.
+#[test]
+fn scan_that_cannot_start_lists_the_known_devices_and_says_why() {
+    let rig = Rig::new(vec![jbd_4s(JBD_A), jbd_4s(JBD_B).appears_on_scan()]);
+    rig.mock.set_rfkill_blocked(true);
+    let out = rig.cmd(&["scan", "--seconds", "1"]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("W! could not start a scan (") && err.contains("rfkill"),
+        "{err}"
+    );
+    assert!(text.lines().any(|l| l.starts_with(JBD_A)), "{text}");
+    assert!(!text.contains(JBD_B), "{text}");
 }
 
 /// Issue 10 (4): a link dropped while idle is re-established when it drops, so the next tick
@@ -750,10 +779,13 @@ fn a_stop_during_a_connect_cancels_it() {
 }
 
 /// Issue 10 (8): a scan blebatt started is stopped on every path, here a stop that arrives
-/// while it is still looking for a device BlueZ does not know.
+/// while it is still looking for a device BlueZ does not know, and before BlueZ has even
+/// answered the StartDiscovery (the session exists from the call on).
 #[test]
 fn a_stop_during_a_scan_stops_the_scan() {
     let rig = Rig::new(vec![]);
+    rig.mock
+        .set_start_discovery_delay(Duration::from_secs(3600));
     let e = rig.run(&["--jbd", &format!("a={JBD_A}")]);
     assert!(
         rig.mock.wait_for(

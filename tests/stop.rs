@@ -198,3 +198,36 @@ fn a_stop_during_a_backoff_wait_exits_0() {
     assert!(err.contains("SIGTERM: stopping"), "{err}");
     assert!(!mock.is_connected(JBD));
 }
+
+#[test]
+fn a_stop_while_bluez_answers_a_subscribe_unsubscribes_and_disconnects() {
+    // The notify session exists from the StartNotify call on; a stop that comes before its
+    // answer still ends it (StopNotify) and the link.
+    let bus = PrivateBus::start();
+    let mock = MockBluez::start_with(
+        &bus.address(),
+        vec![jbd().with_faults(Faults {
+            start_notify_delay: Duration::from_secs(3600),
+            ..Faults::default()
+        })],
+    );
+    let e = run(&bus);
+    assert!(
+        mock.wait_for(
+            is(JBD, |k| matches!(k, EventKind::StartNotify { .. })),
+            EVENT_WAIT
+        ),
+        "never subscribed"
+    );
+    e.sigterm();
+    let (code, took, err) = e.wait(TELEGRAF_KILL);
+    eprintln!("stopped {took:?} after SIGTERM");
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        mock.count(is(JBD, |k| matches!(k, EventKind::StopNotify { .. }))),
+        1,
+        "{err}"
+    );
+    assert!(!mock.is_notifying(JBD));
+    assert!(!mock.is_connected(JBD));
+}

@@ -417,3 +417,27 @@ fn a_scan_that_cannot_start_is_a_failed_listen_that_says_why() {
     );
     assert!(!err.contains("no advertisement heard"), "{err}");
 }
+
+#[test]
+fn a_stop_before_bluez_answers_the_listeners_scan_still_stops_it() {
+    // The listener's StartDiscovery is not answered yet when the stop comes: the scan is ours
+    // from the call on, and it is stopped on the way out.
+    let rig = Rig::new(vec![shunt()]);
+    rig.mock
+        .set_start_discovery_delay(Duration::from_secs(3600));
+    let cfg = rig.config(&victron_table("shunt", SHUNT, SHUNT_KEY));
+    let mut e = Execd::spawn(&mut rig.cmd(&["run", "--config", &cfg]));
+    e.tick();
+    assert!(
+        rig.mock.wait_for(
+            |ev: &MockEvent| matches!(ev.kind, EventKind::StartDiscovery),
+            Duration::from_secs(30)
+        ),
+        "no scan started"
+    );
+    e.close_stdin();
+    let (code, _, err) = e.wait(Duration::from_secs(20));
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(rig.stops(), 1, "{err}");
+    assert!(!rig.mock.is_discovering());
+}

@@ -35,13 +35,19 @@ impl Scanner {
         })
     }
 
-    /// Counts a user in and makes sure the adapter scans. The membership counts even when
-    /// the scan could not be started (the error says why): leaving is the same either way.
-    pub(super) async fn join(self: &Arc<Self>) -> (Membership, Result<(), LinkError>) {
+    /// Counts a user in, into `slot`, and makes sure the adapter scans. The membership is in
+    /// the caller's slot before the scan is asked for, so a caller cancelled while BlueZ
+    /// answers (a stop, a timeout) still holds it and leaves. It counts even when the scan
+    /// could not be started (the error says why): leaving is the same either way.
+    pub(super) async fn join(
+        self: &Arc<Self>,
+        slot: &mut Option<Membership>,
+    ) -> Result<(), LinkError> {
         let mut users = self.users.lock().await;
         *users += 1;
-        let started = self.start().await;
-        (Membership(Some(self.clone())), started)
+        // A membership already in the slot (callers leave first) would leave when dropped.
+        *slot = Some(Membership(Some(self.clone())));
+        self.start().await
     }
 
     /// Makes sure the adapter scans: started now, or already ours (BlueZ's InProgress). After

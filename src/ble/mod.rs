@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use btleplug::api::{
     BDAddr, Central, CentralEvent, CharPropFlags, Characteristic, Manager as _, Peripheral as _,
-    PeripheralProperties, ScanFilter, ValueNotification, WriteType,
+    PeripheralProperties, ValueNotification, WriteType,
 };
 use btleplug::platform::{Adapter, Manager, Peripheral, PeripheralId};
 use futures::{FutureExt, Stream, StreamExt};
@@ -290,6 +290,7 @@ impl Bluetooth {
             scanner: self.scanners[i].clone(),
             listeners: self.listeners.clone(),
             listening: None,
+            listen_scan: None,
             twins: self.twins.clone(),
             scan_lock: self.scan_lock.clone(),
             disconnects: self.disconnects.subscribe(),
@@ -362,58 +363,6 @@ impl<F: FnOnce()> Drop for OnDrop<F> {
     }
 }
 
-/// A scan we started; stopped on every path: `stop` at the end of a search, by the link's
-/// `disconnect` when a stop cancelled the search, and as a last resort from `Drop` (a task of
-/// its own). Should the process exit first, BlueZ ends a discovery session when the client
-/// that started it leaves the bus.
-struct Scan {
-    adapter: Option<Adapter>,
-    bound: Duration,
-}
-
-impl Scan {
-    /// Starts a scan. If BlueZ refuses (InProgress: someone else, e.g. bluetoothctl, is
-    /// scanning; their results serve us too), there is nothing of ours to stop.
-    async fn start(adapter: &Adapter, bound: Duration) -> Scan {
-        let started = bounded(
-            "starting a scan",
-            bound,
-            adapter.start_scan(ScanFilter::default()),
-        )
-        .await;
-        if let Err(e) = &started {
-            log::debug!("start_scan: {e}");
-        }
-        Scan {
-            adapter: started.is_ok().then(|| adapter.clone()),
-            bound,
-        }
-    }
-
-    fn started(&self) -> bool {
-        self.adapter.is_some()
-    }
-
-    async fn stop(mut self) {
-        if let Some(adapter) = self.adapter.take() {
-            let _ = bounded("stopping the scan", self.bound, adapter.stop_scan()).await;
-        }
-    }
-}
-
-impl Drop for Scan {
-    fn drop(&mut self) {
-        if let Some(adapter) = self.adapter.take()
-            && let Ok(rt) = tokio::runtime::Handle::try_current()
-        {
-            let bound = self.bound;
-            rt.spawn(async move {
-                let _ = bounded("stopping the scan", bound, adapter.stop_scan()).await;
-            });
-        }
-    }
-}
-
 /// What one connection has: the peripheral, its characteristics, what was subscribed and the
 /// notification stream (opened at the first subscription).
 struct Connection {
@@ -460,8 +409,10 @@ pub struct BleLink {
     /// listening.
     scanner: Arc<Scanner>,
     listeners: Listeners,
-    /// A passive device: its advertisements, and our part of the scan.
-    listening: Option<(listen::Entry, Membership)>,
+    /// A passive device: its advertisements.
+    listening: Option<listen::Entry>,
+    /// A passive device: our part of the scan.
+    listen_scan: Option<Membership>,
     twins: Twins,
     scan_lock: Arc<Mutex<()>>,
     disconnects: broadcast::Receiver<LinkEvent>,
@@ -497,11 +448,9 @@ impl BleLink {
         log::debug!("{}: not known to BlueZ yet; scanning", self.address);
         // Held in the link, so that a stop that cancels this connect still leaves the scan
         // (in `disconnect`).
-        let (membership, started) = self.scanner.join().await;
-        if let Err(e) = started {
+        if let Err(e) = self.scanner.join(&mut self.scan).await {
             log::debug!("start_scan: {e}");
         }
-        self.scan = Some(membership);
         let deadline = tokio::time::Instant::now() + SCAN_BOUND;
         let found = loop {
             match self.known_peripheral().await {
@@ -593,8 +542,8 @@ impl Transport for BleLink {
         if let Some(scan) = self.scan.take() {
             scan.leave().await;
         }
-        if let Some((entry, membership)) = self.listening.take() {
-            drop(entry);
+        self.listening = None;
+        if let Some(membership) = self.listen_scan.take() {
             membership.leave().await;
         }
         // The peripheral we are, or may be becoming, connected to: a Connect still in flight
@@ -646,9 +595,15 @@ impl Transport for BleLink {
             let twin = twins
                 .find(&id, ch.service_uuid, ch.uuid, Need::Notify, t)
                 .await?;
-            let stream = twins.subscribe(&twin, ch.service_uuid, ch.uuid, t).await?;
-            c.add_notifications(stream);
-            c.twin_subscribed.push((ch.uuid, twin.id));
+            // As below: recorded before BlueZ answers.
+            c.twin_subscribed.push((ch.uuid, twin.id.clone()));
+            match twins.subscribe(&twin, ch.service_uuid, ch.uuid, t).await {
+                Ok(stream) => c.add_notifications(stream),
+                Err(e) => {
+                    c.twin_subscribed.pop();
+                    return Err(e);
+                }
+            }
             return Ok(());
         }
         if !c.btleplug_notifications {
@@ -656,9 +611,14 @@ impl Transport for BleLink {
             c.add_notifications(stream);
             c.btleplug_notifications = true;
         }
-        bounded("subscribe", t, c.peripheral.subscribe(&ch)).await?;
-        c.subscribed.push(ch);
-        Ok(())
+        // Counted as subscribed from the call on, so that a stop that cancels it while BlueZ
+        // answers still unsubscribes at disconnect.
+        c.subscribed.push(ch.clone());
+        let r = bounded("subscribe", t, c.peripheral.subscribe(&ch)).await;
+        if r.is_err() {
+            c.subscribed.pop();
+        }
+        r
     }
 
     async fn write(
@@ -791,23 +751,23 @@ impl Transport for BleLink {
     async fn listen(&mut self, company: u16) -> Result<(), LinkError> {
         match &self.listening {
             // Listening already: make sure the scan still runs.
-            Some((entry, _)) if entry.company() == company => self.scanner.start().await,
+            Some(entry) if entry.company() == company && self.listen_scan.is_some() => {
+                self.scanner.start().await
+            }
             _ => {
-                if let Some((entry, membership)) = self.listening.take() {
-                    drop(entry);
+                self.listening = None;
+                if let Some(membership) = self.listen_scan.take() {
                     membership.leave().await;
                 }
-                let entry = self.listeners.add(self.address, company);
-                let (membership, started) = self.scanner.join().await;
-                self.listening = Some((entry, membership));
-                started
+                self.listening = Some(self.listeners.add(self.address, company));
+                self.scanner.join(&mut self.listen_scan).await
             }
         }
     }
 
     async fn advertisement(&mut self) -> Result<Advert, LinkError> {
         match self.listening.as_mut() {
-            Some((entry, _)) => entry.next().await,
+            Some(entry) => entry.next().await,
             None => Err(LinkError::NotConnected),
         }
     }
@@ -859,14 +819,17 @@ pub struct ScanRow {
 /// device the first adapter knows, one row each, in no particular order.
 pub async fn scan(seconds: u64) -> anyhow::Result<Vec<ScanRow>> {
     let bt = Bluetooth::open().await?;
-    let adapter = bt.adapter(None)?;
-    let t = Duration::from_secs(10);
-    let scan = Scan::start(&adapter, t).await;
-    if !scan.started() {
-        log::warn!("could not start a scan; listing the devices BlueZ already knows");
+    let i = bt.adapter_index(None)?;
+    let adapter = bt.adapters[i].1.clone();
+    let t = SCAN_CALL_TIMEOUT;
+    let mut scan = None;
+    if let Err(e) = bt.scanners[i].join(&mut scan).await {
+        log::warn!("could not start a scan ({e}); listing the devices BlueZ already knows");
     }
     tokio::time::sleep(Duration::from_secs(seconds)).await;
-    scan.stop().await;
+    if let Some(scan) = scan {
+        scan.leave().await;
+    }
     let mut rows: HashMap<BDAddr, ScanRow> = HashMap::new();
     for p in bounded("listing devices", t, adapter.peripherals()).await? {
         if let Ok(Some(props)) = bounded("reading properties", t, p.properties()).await {

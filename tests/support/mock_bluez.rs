@@ -140,6 +140,9 @@ pub struct Faults {
     pub connect_delay: Duration,
     /// `Disconnect` takes this long before it acts (a BlueZ slow to tear a link down).
     pub disconnect_delay: Duration,
+    /// `StartNotify` answers this long after it acts (the notify session exists from the
+    /// call on: bluetoothd answers once the CCC write is acknowledged).
+    pub start_notify_delay: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -683,6 +686,8 @@ struct State {
     scan_uuids: Vec<String>,
     /// rfkill blocks the adapter (see `MockBluez::set_rfkill_blocked`).
     rfkill_blocked: bool,
+    /// How long StartDiscovery takes to answer (see `MockBluez::set_start_discovery_delay`).
+    start_discovery_delay: Duration,
     devices: BTreeMap<String, DevState>,
     events: Vec<MockEvent>,
 }
@@ -1873,7 +1878,7 @@ struct Adapter1 {
 impl Adapter1 {
     async fn start_discovery(&self, #[zbus(header)] hdr: Header<'_>) -> Result<(), BluezError> {
         let sender = hdr.sender().map(|s| s.to_string()).unwrap_or_default();
-        let (first, generation) = {
+        let (first, generation, delay) = {
             let mut st = self.sh.lock();
             if !st.powered {
                 return Err(BluezError::NotReady("Resource Not Ready".into()));
@@ -1886,9 +1891,11 @@ impl Adapter1 {
             let first = st.discovering.is_empty();
             st.discovering.insert(sender);
             st.push(EventKind::StartDiscovery);
-            (first, st.generation)
+            (first, st.generation, st.start_discovery_delay)
         };
         self.sh.cv.notify_all();
+        // bluetoothd answers once the controller has started (mgmt Start Discovery complete).
+        tokio::time::sleep(delay).await;
         if let Some(conn) = self.sh.conn_of(generation) {
             if first {
                 discovering_changed(&conn, true).await;
@@ -2597,18 +2604,20 @@ impl GattCharacteristic1 {
             return Err(BluezError::NotSupported("Notify not supported".into()));
         }
         let (generation, _) = self.link()?;
-        let was = {
+        let (was, delay) = {
             let mut st = self.sh.lock();
             let d = st.dev(&self.mac)?;
             let was = d.notifying;
             d.notifying = true;
+            let delay = d.cfg.faults.start_notify_delay;
             st.push(EventKind::StartNotify {
                 mac: self.mac.clone(),
                 uuid: self.uuid.clone(),
             });
-            was
+            (was, delay)
         };
         self.sh.cv.notify_all();
+        tokio::time::sleep(delay).await;
         if !was && let Some(conn) = self.sh.conn_of(generation) {
             let path = self.path();
             emit_changed(
@@ -2758,6 +2767,7 @@ impl MockBluez {
                 discovering: HashSet::new(),
                 scan_uuids: Vec::new(),
                 rfkill_blocked: false,
+                start_discovery_delay: Duration::ZERO,
                 devices: Default::default(),
                 events: Vec::new(),
                 agents: HashMap::new(),
@@ -2912,6 +2922,12 @@ impl MockBluez {
         let mut st = self.sh.lock();
         st.rfkill_blocked = blocked;
         st.powered = !blocked;
+    }
+
+    /// StartDiscovery answers only after `delay` (the session counts from the call): a slow
+    /// controller, or a busy bluetoothd.
+    pub fn set_start_discovery_delay(&self, delay: Duration) {
+        self.sh.lock().start_discovery_delay = delay;
     }
 
     /// How many advertisements a Victron device has sent.
