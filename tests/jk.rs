@@ -208,3 +208,40 @@ fn the_newer_module_with_two_ffe1_characteristics_is_written_on_one_and_heard_on
         );
     }
 }
+
+#[test]
+fn a_stop_while_bluez_answers_the_twins_subscribe_still_unsubscribes_it() {
+    // The notifying twin is reached through bluez-async; its notify session is ours from the
+    // StartNotify call on, so a stop before BlueZ answers still ends it.
+    let rig = Rig::new(
+        MockDevice::jk(
+            MAC,
+            "JK_B2A8S20P",
+            jk_record(JK_DEVICE_INFO_32S),
+            jk_record(JK_CELL_INFO_32S),
+        )
+        .with_twin_ffe1(TwinOrder::WriteFirst)
+        .with_faults(Faults {
+            start_notify_delay: Duration::from_secs(3600),
+            ..Faults::default()
+        }),
+    );
+    let e = Execd::spawn(&mut rig.cmd(&["run", "--device", &format!("jk:pack={MAC}")]));
+    assert!(
+        rig.mock.wait_for(
+            |ev: &MockEvent| matches!(&ev.kind, EventKind::StartNotify { .. }),
+            Duration::from_secs(30)
+        ),
+        "never subscribed"
+    );
+    e.sigterm();
+    let (code, _, err) = e.wait(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        rig.mock
+            .count(|ev: &MockEvent| matches!(&ev.kind, EventKind::StopNotify { .. })),
+        1,
+        "{err}"
+    );
+    assert!(!rig.mock.is_connected(MAC));
+}
