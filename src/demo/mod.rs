@@ -24,8 +24,9 @@ pub trait Peripheral: Send + 'static {
     fn read(&mut self, characteristic: Uuid, t: f64) -> Option<Vec<u8>>;
     /// A new connection: per-connection state (e.g. an accepted password) starts over.
     fn connected(&mut self) {}
-    /// What it advertises at time `t`: the company id and its manufacturer data (for a
-    /// passive kind); `None` when it advertises nothing of interest.
+    /// What it advertises at time `t`: the company id and its manufacturer data (read by a
+    /// passive kind; for another kind, what `scan` recognises it by); `None` when it
+    /// advertises nothing of interest.
     fn advertisement(&mut self, t: f64) -> Option<(u16, Vec<u8>)> {
         let _ = t;
         None

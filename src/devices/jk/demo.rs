@@ -146,6 +146,12 @@ impl Peripheral for JkSim {
     fn read(&mut self, _: Uuid, _: f64) -> Option<Vec<u8>> {
         None
     }
+
+    /// JK's company id, as real modules advertise it; what they put after it is not known
+    /// (and read by no one), so nothing.
+    fn advertisement(&mut self, _: f64) -> Option<(u16, Vec<u8>)> {
+        Some((jk::MANUFACTURER_IDS[0], Vec::new()))
+    }
 }
 
 /// The demo's JK pack: 8 cells, 280 Ah, 11.x firmware.

@@ -49,9 +49,14 @@ pub static KIND: Kind = Kind {
 /// Advertised names of JK BMSes (lower case): `JK-B2A24S15P`, `JK_B2A8S20P`, `JK-BMS`.
 const NAME_PREFIXES: [&str; 2] = ["jk-", "jk_"];
 
+/// By its name, or by its manufacturer data (the name is the owner's to change). The `ffe0`
+/// service alone is not enough: it is the generic one of HM-10 style serial modules.
 fn looks_like(adv: &Advertised<'_>) -> bool {
     NAME_PREFIXES.iter().any(|p| adv.name.starts_with(p))
-        || adv.services.contains(&protocol::SERVICE_UUID)
+        || adv
+            .manufacturers
+            .iter()
+            .any(|m| protocol::MANUFACTURER_IDS.contains(m))
 }
 
 const NO_STREAM: &str = ". Hint: a JK BMS streams its cell info once asked; one that stays silent often needs a reconnect (blebatt does that after 2 misses in a row). Is the phone app connected to it?";
@@ -169,3 +174,29 @@ pub(crate) const EXAMPLE_CELL_INFO_24S: &str = "\
      00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 \
      00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 \
      00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 bd";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn looks(name: &str, services: &[uuid::Uuid], manufacturers: &[u16]) -> bool {
+        looks_like(&Advertised {
+            name,
+            services,
+            manufacturers,
+        })
+    }
+
+    #[test]
+    fn a_jk_is_recognised_by_its_name_or_its_manufacturer_data_not_by_ffe0_alone() {
+        let ffe0 = [protocol::SERVICE_UUID];
+        assert!(looks("jk-b2a24s15p", &[], &[]));
+        assert!(looks("jk_b2a8s20p", &ffe0, &[]));
+        // Renamed by its owner: its manufacturer data still says JK.
+        assert!(looks("12v420a", &ffe0, &[0x0B65]));
+        assert!(looks("", &[], &[0x4B4A]));
+        // An HM-10 style module has the same service.
+        assert!(!looks("hmsoft", &ffe0, &[]));
+        assert!(!looks("", &ffe0, &[0x02E1]));
+    }
+}

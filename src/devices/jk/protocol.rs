@@ -14,6 +14,9 @@ use crate::devices::protocol::Omitted;
 /// GATT service and characteristic (notify and write; the newer module has two `ffe1`s).
 pub const SERVICE_UUID: Uuid = Uuid::from_u128(0x0000ffe0_0000_1000_8000_00805f9b34fb);
 pub const CHAR_UUID: Uuid = Uuid::from_u128(0x0000ffe1_0000_1000_8000_00805f9b34fb);
+/// Company ids of the manufacturer data JK modules advertise (aiobmsble's matchers; a V19
+/// unit advertised 0x0B65 with services ffe0 and fee7, aiobmsble #158).
+pub const MANUFACTURER_IDS: [u16; 2] = [0x0B65, 0x4B4A];
 
 /// A command frame: `AA 55 90 EB cmd len value[4] 00.. crc`, 20 bytes.
 pub const COMMAND_LEN: usize = 20;
