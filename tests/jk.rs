@@ -147,24 +147,26 @@ fn run_takes_the_stream_and_asks_only_when_it_stopped() {
     assert_eq!(code, Some(0), "{err}");
 }
 
+/// The newer module (32S firmware): two `ffe1`, in this order of object paths.
+fn newer_module(order: TwinOrder) -> MockDevice {
+    MockDevice::jk(
+        MAC,
+        "JK_B2A8S20P",
+        jk_record(JK_DEVICE_INFO_32S),
+        jk_record(JK_CELL_INFO_32S),
+    )
+    .with_twin_ffe1(order)
+}
+
 #[test]
 fn the_newer_module_with_two_ffe1_characteristics_is_written_on_one_and_heard_on_the_other() {
     // btleplug keeps one characteristic per UUID, the first BlueZ lists: the write goes to the
     // writable twin and the notifications come from the notifying one, whichever it is.
     for order in [TwinOrder::NotifyFirst, TwinOrder::WriteFirst] {
-        let rig = Rig::new(
-            MockDevice::jk(
-                MAC,
-                "JK_B2A8S20P",
-                jk_record(JK_DEVICE_INFO_32S),
-                jk_record(JK_CELL_INFO_32S),
-            )
-            .with_twin_ffe1(order)
-            .with_faults(Faults {
-                chunk_sizes: vec![20],
-                ..Faults::default()
-            }),
-        );
+        let rig = Rig::new(newer_module(order).with_faults(Faults {
+            chunk_sizes: vec![20],
+            ..Faults::default()
+        }));
         let mut e = Execd::spawn(&mut rig.cmd(&["run", "--device", &format!("jk:pack={MAC}")]));
         for k in 1..=2 {
             assert!(
@@ -213,19 +215,10 @@ fn the_newer_module_with_two_ffe1_characteristics_is_written_on_one_and_heard_on
 fn a_stop_while_bluez_answers_the_twins_subscribe_still_unsubscribes_it() {
     // The notifying twin is reached through bluez-async; its notify session is ours from the
     // StartNotify call on, so a stop before BlueZ answers still ends it.
-    let rig = Rig::new(
-        MockDevice::jk(
-            MAC,
-            "JK_B2A8S20P",
-            jk_record(JK_DEVICE_INFO_32S),
-            jk_record(JK_CELL_INFO_32S),
-        )
-        .with_twin_ffe1(TwinOrder::WriteFirst)
-        .with_faults(Faults {
-            start_notify_delay: Duration::from_secs(3600),
-            ..Faults::default()
-        }),
-    );
+    let rig = Rig::new(newer_module(TwinOrder::WriteFirst).with_faults(Faults {
+        start_notify_delay: Duration::from_secs(3600),
+        ..Faults::default()
+    }));
     let e = Execd::spawn(&mut rig.cmd(&["run", "--device", &format!("jk:pack={MAC}")]));
     assert!(
         rig.mock.wait_for(
