@@ -234,7 +234,7 @@ pub trait Transport: Send + 'static {
     fn lost(&mut self) -> impl Future<Output = ()> + Send;
     /// Starts listening, without connecting, for the device's advertisements that carry
     /// manufacturer data of `company` (keeping a scan running while anyone listens); undone by
-    /// `disconnect`. Listening again makes sure the scan still runs.
+    /// `disconnect`. Listening again starts afresh, so a scan BlueZ ended runs again.
     fn listen(&mut self, company: u16) -> impl Future<Output = Result<(), LinkError>> + Send {
         let _ = company;
         async { Err(LinkError::Unsupported("listen to advertisements")) }

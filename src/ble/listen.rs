@@ -149,10 +149,6 @@ pub(super) struct Entry {
 }
 
 impl Entry {
-    pub(super) fn company(&self) -> u16 {
-        self.key.1
-    }
-
     /// Waits for an advertisement newer than the last one returned; returns the newest.
     pub(super) async fn next(&mut self) -> Result<Advert, LinkError> {
         loop {
@@ -272,7 +268,6 @@ mod tests {
     async fn a_listener_gets_the_newest_advert_of_its_address_and_company_only() {
         let listeners = Listeners::default();
         let mut entry = listeners.add(addr(1), 0x02E1);
-        assert_eq!(entry.company(), 0x02E1);
         listeners.hear(addr(2), &HashMap::from([(0x02E1, vec![2])]));
         listeners.hear(addr(1), &HashMap::from([(0x004C, vec![3])]));
         listeners.hear(addr(1), &HashMap::from([(0x02E1, vec![4])]));

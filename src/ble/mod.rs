@@ -749,20 +749,16 @@ impl Transport for BleLink {
     }
 
     async fn listen(&mut self, company: u16) -> Result<(), LinkError> {
-        match &self.listening {
-            // Listening already: make sure the scan still runs.
-            Some(entry) if entry.company() == company && self.listen_scan.is_some() => {
-                self.scanner.start().await
-            }
-            _ => {
-                self.listening = None;
-                if let Some(membership) = self.listen_scan.take() {
-                    membership.leave().await;
-                }
-                self.listening = Some(self.listeners.add(self.address, company));
-                self.scanner.join(&mut self.listen_scan).await
-            }
+        // Afresh each time (a session listens again when its device went silent): our part of
+        // a scan BlueZ may have ended is left, and a new one started; other users keep theirs.
+        self.listening = None;
+        if let Some(membership) = self.listen_scan.take() {
+            membership.leave().await;
         }
+        let entry = self.listeners.add(self.address, company);
+        let started = self.scanner.join(&mut self.listen_scan).await;
+        self.listening = Some(entry);
+        started
     }
 
     async fn advertisement(&mut self) -> Result<Advert, LinkError> {
