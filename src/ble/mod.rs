@@ -141,18 +141,15 @@ fn cause_of(name: Option<&str>, message: &str) -> Cause {
     }
 }
 
-fn bt_err(e: btleplug::Error) -> LinkError {
-    e.into()
-}
-
-/// Runs a BlueZ call with a bound; a timeout becomes [`LinkError::Timeout`].
-async fn bounded<T>(
+/// Runs a BlueZ call (btleplug's, or bluez-async's for [`twins`]) with a bound; a timeout
+/// becomes [`LinkError::Timeout`].
+async fn bounded<T, E: Into<LinkError>>(
     what: &'static str,
     after: Duration,
-    fut: impl Future<Output = btleplug::Result<T>>,
+    fut: impl Future<Output = Result<T, E>>,
 ) -> Result<T, LinkError> {
     match tokio::time::timeout(after, fut).await {
-        Ok(r) => r.map_err(bt_err),
+        Ok(r) => r.map_err(Into::into),
         Err(_) => Err(LinkError::Timeout { what, after }),
     }
 }

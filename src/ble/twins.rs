@@ -19,6 +19,7 @@ use futures::{Stream, StreamExt};
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
+use super::bounded;
 use crate::transport::{LinkError, WriteMode};
 
 /// What a twin is wanted for.
@@ -84,18 +85,10 @@ pub(super) struct Twin {
     pub flags: CharacteristicFlags,
 }
 
-fn err(e: bluez_async::BluetoothError) -> LinkError {
-    btleplug::Error::Other(Box::new(e)).into()
-}
-
-async fn bounded<T>(
-    what: &'static str,
-    after: Duration,
-    fut: impl Future<Output = Result<T, bluez_async::BluetoothError>>,
-) -> Result<T, LinkError> {
-    match tokio::time::timeout(after, fut).await {
-        Ok(r) => r.map_err(err),
-        Err(_) => Err(LinkError::Timeout { what, after }),
+/// bluez-async's errors, as btleplug's (whose BlueZ backend is bluez-async) become ours.
+impl From<bluez_async::BluetoothError> for LinkError {
+    fn from(e: bluez_async::BluetoothError) -> Self {
+        btleplug::Error::Other(Box::new(e)).into()
     }
 }
 
@@ -132,7 +125,7 @@ impl Twins {
             Need::Notify => "notifying",
         });
         let session = self.session(t).await?;
-        let device = DeviceId::from_str(peripheral).map_err(err)?;
+        let device = DeviceId::from_str(peripheral).map_err(LinkError::from)?;
         let services = bounded("listing services", t, session.get_services(&device)).await?;
         let Some(service) = services.into_iter().find(|s| s.uuid == service) else {
             return Err(missing);
