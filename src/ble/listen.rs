@@ -74,16 +74,15 @@ impl Scanner {
     }
 }
 
-/// A user of a [`Scanner`]: leaves with [`Membership::leave`], or, as a last resort, when
+/// A user of a [`Scanner`]: leaves with [`leave`], or, as a last resort, when
 /// dropped (a task of its own). Should the process exit first, BlueZ ends our discovery
 /// session when we leave the bus.
 pub(super) struct Membership(Option<Arc<Scanner>>);
 
-impl Membership {
-    pub(super) async fn leave(mut self) {
-        if let Some(s) = self.0.take() {
-            s.leave().await;
-        }
+/// Leaves the scan if `slot` holds a membership (the counterpart of [`Scanner::join`]).
+pub(super) async fn leave(slot: &mut Option<Membership>) {
+    if let Some(s) = slot.take().and_then(|mut m| m.0.take()) {
+        s.leave().await;
     }
 }
 

@@ -459,9 +459,7 @@ impl BleLink {
                 Err(e) => break Err(e),
             }
         };
-        if let Some(scan) = self.scan.take() {
-            scan.leave().await;
-        }
+        listen::leave(&mut self.scan).await;
         found
     }
 
@@ -536,13 +534,9 @@ impl Transport for BleLink {
     }
 
     async fn disconnect(&mut self) -> bool {
-        if let Some(scan) = self.scan.take() {
-            scan.leave().await;
-        }
+        listen::leave(&mut self.scan).await;
         self.listening = None;
-        if let Some(membership) = self.listen_scan.take() {
-            membership.leave().await;
-        }
+        listen::leave(&mut self.listen_scan).await;
         // The peripheral we are, or may be becoming, connected to: a Connect still in flight
         // is cancelled by Device1.Disconnect (BlueZ documents this), so it is sent even when
         // BlueZ does not report the device connected yet.
@@ -630,19 +624,18 @@ impl Transport for BleLink {
         let ch = c.characteristic(characteristic)?;
         if !Need::Write.met_by(ch.properties) {
             // btleplug's one of this UUID is not writable: its twin is (see `twins`).
-            if !c.twin_written.iter().any(|(u, _)| *u == ch.uuid) {
-                let id = c.peripheral.id().to_string();
-                let twin = twins
-                    .find(&id, ch.service_uuid, ch.uuid, Need::Write, t)
-                    .await?;
-                c.twin_written.push((ch.uuid, twin));
-            }
-            let (_, twin) = c
-                .twin_written
-                .iter()
-                .find(|(u, _)| *u == ch.uuid)
-                .ok_or(LinkError::MissingCharacteristic("writable"))?;
-            return twins.write(twin, data, mode, t).await;
+            let i = match c.twin_written.iter().position(|(u, _)| *u == ch.uuid) {
+                Some(i) => i,
+                None => {
+                    let id = c.peripheral.id().to_string();
+                    let twin = twins
+                        .find(&id, ch.service_uuid, ch.uuid, Need::Write, t)
+                        .await?;
+                    c.twin_written.push((ch.uuid, twin));
+                    c.twin_written.len() - 1
+                }
+            };
+            return twins.write(&c.twin_written[i].1, data, mode, t).await;
         }
         let wt = match mode {
             WriteMode::WithResponse => WriteType::WithResponse,
@@ -749,9 +742,7 @@ impl Transport for BleLink {
         // Afresh each time (a session listens again when its device went silent): our part of
         // a scan BlueZ may have ended is left, and a new one started; other users keep theirs.
         self.listening = None;
-        if let Some(membership) = self.listen_scan.take() {
-            membership.leave().await;
-        }
+        listen::leave(&mut self.listen_scan).await;
         let entry = self.listeners.add(self.address, company);
         let started = self.scanner.join(&mut self.listen_scan).await;
         self.listening = Some(entry);
@@ -820,9 +811,7 @@ pub async fn scan(seconds: u64) -> anyhow::Result<Vec<ScanRow>> {
         log::warn!("could not start a scan ({e}); listing the devices BlueZ already knows");
     }
     tokio::time::sleep(Duration::from_secs(seconds)).await;
-    if let Some(scan) = scan {
-        scan.leave().await;
-    }
+    listen::leave(&mut scan).await;
     let mut rows: HashMap<BDAddr, ScanRow> = HashMap::new();
     for p in bounded("listing devices", t, adapter.peripherals()).await? {
         if let Ok(Some(props)) = bounded("reading properties", t, p.properties()).await {
