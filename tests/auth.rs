@@ -39,11 +39,7 @@ impl Rig {
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
-        c.args(args)
-            .env("DBUS_SYSTEM_BUS_ADDRESS", self.bus.address())
-            .env_remove("DBUS_SESSION_BUS_ADDRESS");
-        c
+        blebatt_on(&self.bus.address(), args)
     }
 
     /// Runs to the end with stdin closed: (exit code, stdout lines, stderr).

@@ -28,12 +28,7 @@ fn jbd() -> MockDevice {
 }
 
 fn blebatt(bus: &PrivateBus, args: &[&str]) -> Execd {
-    Execd::spawn(
-        Command::new(BIN)
-            .args(args)
-            .env("DBUS_SYSTEM_BUS_ADDRESS", bus.address())
-            .env_remove("DBUS_SESSION_BUS_ADDRESS"),
-    )
+    Execd::spawn(&mut blebatt_on(&bus.address(), args))
 }
 
 fn run(bus: &PrivateBus) -> Execd {

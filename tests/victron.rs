@@ -70,11 +70,7 @@ impl Rig {
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
-        c.args(args)
-            .env("DBUS_SYSTEM_BUS_ADDRESS", self.bus.address())
-            .env_remove("DBUS_SESSION_BUS_ADDRESS");
-        c
+        blebatt_on(&self.bus.address(), args)
     }
 
     /// A config file (mode 640) with these [[device]] tables.

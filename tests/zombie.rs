@@ -6,7 +6,6 @@
 mod common;
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -25,12 +24,10 @@ fn jbd() -> MockDevice {
 }
 
 fn run(bus: &PrivateBus) -> Execd {
-    Execd::spawn(
-        Command::new(BIN)
-            .args(["run", "--jbd", &format!("house={JBD}")])
-            .env("DBUS_SYSTEM_BUS_ADDRESS", bus.address())
-            .env_remove("DBUS_SESSION_BUS_ADDRESS"),
-    )
+    Execd::spawn(&mut blebatt_on(
+        &bus.address(),
+        &["run", "--jbd", &format!("house={JBD}")],
+    ))
 }
 
 /// Running, connected, one reading printed.

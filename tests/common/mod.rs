@@ -11,6 +11,16 @@ use influxdb_line_protocol::{FieldValue, ParsedLine, parse_lines};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_blebatt");
 
+/// blebatt with `args`, talking to the BlueZ on the private system bus at `bus_address` (and
+/// to no session bus).
+pub fn blebatt_on(bus_address: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args)
+        .env("DBUS_SYSTEM_BUS_ADDRESS", bus_address)
+        .env_remove("DBUS_SESSION_BUS_ADDRESS");
+    c
+}
+
 pub fn parse_all(stdout: &str) -> Vec<ParsedLine<'_>> {
     parse_lines(stdout)
         .collect::<Result<Vec<_>, _>>()
