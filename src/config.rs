@@ -134,12 +134,23 @@ struct KeyText(String);
 
 impl<'de> Deserialize<'de> for KeyText {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        match toml::Value::deserialize(d) {
-            Ok(toml::Value::String(s)) => Ok(KeyText(s)),
-            _ => Err(serde::de::Error::custom(
-                "key: write it as a quoted string of 32 hex digits, e.g. key = \"0123456789abcdef0123456789abcdef\"",
-            )),
-        }
+        secret_string(
+            d,
+            "key: write it as a quoted string of 32 hex digits, e.g. key = \"0123456789abcdef0123456789abcdef\"",
+        )
+        .map(KeyText)
+    }
+}
+
+/// A secret that must be a TOML string; anything else is refused with `message` alone (serde's
+/// own message would quote the value).
+fn secret_string<'de, D: serde::Deserializer<'de>>(
+    d: D,
+    message: &'static str,
+) -> Result<String, D::Error> {
+    match toml::Value::deserialize(d) {
+        Ok(toml::Value::String(s)) => Ok(s),
+        _ => Err(serde::de::Error::custom(message)),
     }
 }
 
@@ -150,12 +161,11 @@ struct PasswordText(String);
 
 impl<'de> Deserialize<'de> for PasswordText {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        match toml::Value::deserialize(d) {
-            Ok(toml::Value::String(s)) => Ok(PasswordText(s)),
-            _ => Err(serde::de::Error::custom(
-                "password: write it as a quoted string, e.g. password = \"123456\"",
-            )),
-        }
+        secret_string(
+            d,
+            "password: write it as a quoted string, e.g. password = \"123456\"",
+        )
+        .map(PasswordText)
     }
 }
 
@@ -832,6 +842,14 @@ passkey = "012345"
         for (line, says) in [
             ("password = 246813", "write it as a quoted string"),
             ("password = [\"246813\"]", "write it as a quoted string"),
+            (
+                "key = 246813",
+                "write it as a quoted string of 32 hex digits",
+            ),
+            (
+                "key = [\"246813\"]",
+                "write it as a quoted string of 32 hex digits",
+            ),
             ("passkey = 246.813", ""),
             ("passkey = true", ""),
             ("passkey = 024681", ""),
