@@ -1741,37 +1741,47 @@ fn jk_write(sh: &Sh, mac: String, value: Vec<u8>, generation: u64, epoch: u64) {
     }
 }
 
-/// A record in `Faults::chunk_sizes` notifications; false once the link is gone.
+/// A record in `Faults::chunk_sizes` notifications; false once the link is gone. A record is
+/// sent whole before any other (the BMS writes its records one after another to the module's
+/// serial line): two requests in a row get two records, never their chunks interleaved.
 async fn send_record(sh: &Sh, mac: &str, record: &[u8], generation: u64, epoch: u64) -> bool {
-    let sizes = sh
+    let Some((sizes, reply_lock)) = sh
         .lock()
         .devices
         .get(mac)
-        .map(|d| d.cfg.faults.chunk_sizes.clone())
-        .unwrap_or_default();
+        .map(|d| (d.cfg.faults.chunk_sizes.clone(), d.reply_lock.clone()))
+    else {
+        return false;
+    };
+    let _guard = reply_lock.lock().await;
     for chunk in split(record, &sizes) {
         if !link_alive(sh, mac, generation, epoch) {
             return false;
         }
-        notify_jbd(sh.clone(), mac.to_string(), chunk, generation, epoch).await;
+        notify_unlocked(sh, mac, chunk, generation, epoch).await;
     }
     true
 }
 
 /// One notification on a JBD's notify characteristic, if that link is still up.
 async fn notify_jbd(sh: Sh, mac: String, bytes: Vec<u8>, generation: u64, epoch: u64) {
-    // Let the WriteValue reply go out first, as on a real link.
-    tokio::time::sleep(Duration::from_millis(1)).await;
     let Some(reply_lock) = sh.lock().devices.get(&mac).map(|d| d.reply_lock.clone()) else {
         return;
     };
     let _guard = reply_lock.lock().await;
+    notify_unlocked(&sh, &mac, bytes, generation, epoch).await;
+}
+
+/// [`notify_jbd`] for a caller that holds the device's `reply_lock`.
+async fn notify_unlocked(sh: &Sh, mac: &str, bytes: Vec<u8>, generation: u64, epoch: u64) {
+    // Let the WriteValue reply go out first, as on a real link.
+    tokio::time::sleep(Duration::from_millis(1)).await;
     let path = {
         let mut st = sh.lock();
         if st.generation != generation {
             return;
         }
-        let Ok(d) = st.dev(&mac) else { return };
+        let Ok(d) = st.dev(mac) else { return };
         if !(d.connected && d.notifying && d.link_epoch == epoch) {
             return;
         }
@@ -1780,10 +1790,10 @@ async fn notify_jbd(sh: Sh, mac: String, bytes: Vec<u8>, generation: u64, epoch:
         };
         d.char_values.insert(ch.uuid.clone(), bytes.clone());
         st.push(EventKind::Notify {
-            mac: mac.clone(),
+            mac: mac.to_string(),
             bytes: bytes.clone(),
         });
-        char_path(&mac, ch.suffix)
+        char_path(mac, ch.suffix)
     };
     sh.cv.notify_all();
     if let Some(conn) = sh.conn_of(generation) {
